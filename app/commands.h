@@ -1,0 +1,13 @@
+#pragma once
+// Each `loopy` subcommand registers itself on the CLI11 app and runs from its own file.
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace loopy::cli {
+
+// Returns the function to run when the subcommand was chosen (exit code).
+using Runner = std::function<int()>;
+
+Runner add_info_command(CLI::App& app);
+
+}  // namespace loopy::cli

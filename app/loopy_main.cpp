@@ -1,0 +1,50 @@
+// `loopy`: the command-line face of the engine. Subcommands live in cmd_*.cpp.
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <map>
+
+#include "app/commands.h"
+#include "audio/ffmpeg_log.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/system.h"
+#include "loopy/version.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"Loopy Studio command line: talking-portrait video from a portrait and audio"};
+    app.set_version_flag("--version", std::string("loopy ") + LOOPY_VERSION_STRING);
+    app.require_subcommand(1);
+    bool verbose = false;
+    bool quiet = false;
+    int threads = 0;
+    app.add_flag("-v,--verbose", verbose, "More log output (debug level)");
+    app.add_flag("-q,--quiet", quiet, "Only errors");
+    app.add_option("-t,--threads", threads, "Intra-op CPU threads (default: all cores)")
+        ->check(CLI::NonNegativeNumber);
+
+    std::map<CLI::App*, loopy::cli::Runner> runners;
+    const auto add = [&](loopy::cli::Runner runner) {
+        runners[app.get_subcommands({}).back()] = std::move(runner);
+    };
+    add(loopy::cli::add_info_command(app));
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    loopy::setup_app_logging({verbose, quiet, true});
+    loopy::audio::route_ffmpeg_logs();
+    loopy::set_num_threads(threads);
+    try {
+        for (CLI::App* sub : app.get_subcommands())
+            if (auto it = runners.find(sub); it != runners.end()) return it->second();
+    } catch (const loopy::Error& e) {
+        loopy::logger()->error("{}", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        loopy::logger()->error("unexpected error: {}", e.what());
+        return 1;
+    }
+    return 0;
+}

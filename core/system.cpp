@@ -1,0 +1,88 @@
+#include "core/system.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "loopy/version.h"
+
+namespace loopy {
+
+int set_num_threads(int n) {
+    if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    at::set_num_threads(n);
+    return at::get_num_threads();
+}
+
+namespace {
+
+// Debian's LibTorch links the generic libblas.so.3, which the alternatives system points to
+// OpenBLAS (fast) or the reference BLAS (~45x slower). Report the real file.
+std::string loaded_blas() {
+    // Touch BLAS so the library is certainly loaded.
+    (void)torch::mm(torch::ones({2, 2}), torch::ones({2, 2}));
+    std::ifstream maps("/proc/self/maps");
+    std::set<std::string> found;
+    std::string line;
+    while (std::getline(maps, line)) {
+        const auto slash = line.find('/');
+        if (slash == std::string::npos) continue;
+        const std::string path = line.substr(slash);
+        const std::string name = std::filesystem::path(path).filename().string();
+        if (name.find("blas") != std::string::npos || name.find("mkl_rt") != std::string::npos) {
+            std::error_code ec;
+            const auto real = std::filesystem::canonical(path, ec);
+            found.insert(ec ? path : real.string());
+        }
+    }
+    std::string out;
+    for (const auto& f : found)
+        out += (out.empty() ? "" : ", ") + f;
+    if (out.empty()) return "none found (statically linked or MKL)";
+    if (out.find("openblas") == std::string::npos && out.find("mkl") == std::string::npos)
+        out += "  [reference BLAS: install libopenblas0-pthread for ~45x faster matmul]";
+    return out;
+}
+
+}  // namespace
+
+SystemInfo system_info() {
+    SystemInfo info;
+    info.loopy_version = LOOPY_VERSION_STRING;
+    info.torch_version = TORCH_VERSION;
+    info.cuda_available = torch::cuda::is_available();
+    info.cuda_devices = info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0;
+    info.threads = at::get_num_threads();
+    info.hardware_cores = static_cast<int>(std::thread::hardware_concurrency());
+    info.blas = loaded_blas();
+    const std::string config = at::show_config();
+    const auto pos = config.find("CPU capability usage: ");
+    if (pos != std::string::npos) {
+        const auto start = pos + std::string("CPU capability usage: ").size();
+        info.cpu_capability = config.substr(start, config.find('\n', start) - start);
+    }
+    return info;
+}
+
+std::string describe(const SystemInfo& info) {
+    std::ostringstream os;
+    os << "Loopy Studio   " << info.loopy_version << "\n"
+       << "LibTorch       " << info.torch_version << "\n"
+       << "CUDA           "
+       << (info.cuda_available ? "available, " + std::to_string(info.cuda_devices) + " device(s)"
+                               : std::string("not available"))
+       << "\n"
+       << "Threads        " << info.threads << " intra-op (" << info.hardware_cores
+       << " hardware threads)\n"
+       << "CPU kernels    " << (info.cpu_capability.empty() ? "?" : info.cpu_capability) << "\n"
+       << "BLAS           " << info.blas << "\n";
+    return os.str();
+}
+
+}  // namespace loopy

@@ -1,0 +1,25 @@
+#pragma once
+// Threading and a description of the machine the engine runs on.
+#include <string>
+
+namespace loopy {
+
+// Sets LibTorch's intra-op thread count; n <= 0 means "all cores". Returns the count in effect.
+// LibTorch's own default was 1 on a 2-core machine, so the engine always sets it.
+int set_num_threads(int n);
+
+struct SystemInfo {
+    std::string loopy_version;
+    std::string torch_version;
+    bool cuda_available = false;
+    int cuda_devices = 0;
+    int threads = 0;         // intra-op threads in effect
+    int hardware_cores = 0;  // std::thread::hardware_concurrency
+    std::string blas;        // the BLAS library actually loaded (from /proc/self/maps)
+    std::string cpu_capability;
+};
+
+SystemInfo system_info();
+std::string describe(const SystemInfo& info);
+
+}  // namespace loopy

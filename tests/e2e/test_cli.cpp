@@ -1,0 +1,82 @@
+// The `loopy` executable as a user runs it.
+#include <QtTest>
+
+#include "core/checkpoint.h"
+
+namespace {
+
+struct Run {
+    int code = -1;
+    QString out;
+    QString err;
+};
+
+Run loopy_cli(const QStringList& args) {
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert("XDG_DATA_HOME", QDir::tempPath() + "/loopy-cli-test");
+    p.setProcessEnvironment(env);
+    p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", args);
+    if (!p.waitForFinished(120000)) return {};
+    return {p.exitCode(), QString::fromUtf8(p.readAllStandardOutput()),
+            QString::fromUtf8(p.readAllStandardError())};
+}
+
+}  // namespace
+
+class CliTest : public QObject {
+    Q_OBJECT
+  private Q_SLOTS:
+    void version() {
+        const Run r = loopy_cli({"--version"});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.startsWith("loopy 0."), qPrintable(r.out));
+    }
+
+    void helpListsSubcommands() {
+        const Run r = loopy_cli({"--help"});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.contains("info"), qPrintable(r.out));
+        QVERIFY(r.out.contains("--threads"));
+    }
+
+    void infoOnAGolden() {
+        const QString file = QString(LOOPY_TEST_DATA) + "/goldens/ddim.safetensors";
+        const Run r = loopy_cli({"info", file, "--tensors"});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.contains("tensors:  46"), qPrintable(r.out));
+        QVERIFY(r.out.contains("I64 x3"));
+        QVERIFY(r.out.contains("reference = diffusers"));
+        QVERIFY(r.out.contains("out.timesteps.25  I64  [25]"));
+        QVERIFY(r.out.contains("bytes:    "));
+    }
+
+    void infoSystem() {
+        const Run r = loopy_cli({"--threads", "2", "info", "--system"});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.contains("LibTorch       1.") || r.out.contains("LibTorch       2."),
+                 qPrintable(r.out));
+        QVERIFY2(r.out.contains("Threads        2 intra-op"), qPrintable(r.out));
+        QVERIFY(r.out.contains("BLAS"));
+    }
+
+    void corruptFileIsAClearErrorNotACrash() {
+        QTemporaryDir dir;
+        QFile f(dir.filePath("model.safetensors"));
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write("PK\x03\x04 this is a zip pickle", 26);
+        f.close();
+        const Run r = loopy_cli({"info", f.fileName()});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("model.safetensors") && r.err.contains("zip archive"),
+                 qPrintable(r.err));
+    }
+
+    void unknownSubcommandFails() {
+        const Run r = loopy_cli({"frobnicate"});
+        QVERIFY(r.code != 0);
+    }
+};
+
+QTEST_APPLESS_MAIN(CliTest)
+#include "test_cli.moc"
