@@ -1,0 +1,166 @@
+#include "model/attention.h"
+
+#include <cmath>
+#include <string>
+
+#include "core/error.h"
+#include "core/torch_compat.h"
+
+namespace loopy::model {
+namespace nn = torch::nn;
+namespace F = torch::nn::functional;
+
+// --- Attention ---
+
+AttentionImpl::AttentionImpl(const AttentionOptions& opts) : options(opts) {
+    if (opts.heads() <= 0 || opts.dim_head() <= 0)
+        throw Error("Attention: heads and dim_head must be positive");
+    const int64_t inner = opts.heads() * opts.dim_head();
+    const int64_t kv_dim =
+        opts.cross_attention_dim() > 0 ? opts.cross_attention_dim() : opts.query_dim();
+    to_q = register_module(
+        "to_q", nn::Linear(nn::LinearOptions(opts.query_dim(), inner).bias(opts.bias())));
+    to_k = register_module("to_k", nn::Linear(nn::LinearOptions(kv_dim, inner).bias(opts.bias())));
+    to_v = register_module("to_v", nn::Linear(nn::LinearOptions(kv_dim, inner).bias(opts.bias())));
+    out_proj = nn::Linear(nn::LinearOptions(inner, opts.query_dim()).bias(opts.out_bias()));
+    to_out = register_module("to_out", nn::ModuleList(out_proj));
+}
+
+torch::Tensor AttentionImpl::split_heads(const torch::Tensor& t) const {
+    return t.view({t.size(0), t.size(1), options.heads(), options.dim_head()}).transpose(1, 2);
+}
+
+torch::Tensor AttentionImpl::merge_heads(const torch::Tensor& t) const {
+    return t.transpose(1, 2).reshape({t.size(0), t.size(2), options.heads() * options.dim_head()});
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+    const auto& kv = context.defined() ? context : x;
+    auto q = split_heads(to_q(x));
+    auto k = split_heads(to_k(kv));
+    auto v = split_heads(to_v(kv));
+    return out_proj(merge_heads(compat::scaled_dot_product_attention(q, k, v)));
+}
+
+// --- FeedForward ---
+
+FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
+    const int64_t inner = dim * mult;
+    proj = nn::Linear(dim, 2 * inner);
+    out = nn::Linear(inner, dim);
+    // diffusers' net: [0] GEGLU (holding `proj`), [1] dropout, [2] Linear.
+    auto geglu = std::make_shared<nn::Module>();
+    geglu->register_module("proj", proj);
+    register_module("net", nn::ModuleList(geglu, nn::Dropout(0.0), out));
+}
+
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+    auto parts = proj(x).chunk(2, -1);
+    return out(parts[0] * torch::gelu(parts[1]));
+}
+
+// --- SinusoidalPositionalEmbedding ---
+
+SinusoidalPositionalEmbeddingImpl::SinusoidalPositionalEmbeddingImpl(int64_t dim, int64_t max_len) {
+    // Even channels sin(p * w_i), odd channels cos(p * w_i), w_i = 10000^(-2i/dim).
+    if (dim % 2 != 0) throw Error("SinusoidalPositionalEmbedding: dim must be even");
+    auto position = torch::arange(max_len, torch::kFloat32).unsqueeze(1);
+    auto freq = torch::exp(torch::arange(0, dim, 2, torch::kFloat32) *
+                           static_cast<float>(-std::log(10000.0) / static_cast<double>(dim)));
+    auto angles = position * freq;  // [max_len, dim/2]
+    auto table =
+        torch::stack({torch::sin(angles), torch::cos(angles)}, -1).reshape({1, max_len, dim});
+    pe = register_buffer("pe", table);
+}
+
+torch::Tensor SinusoidalPositionalEmbeddingImpl::forward(const torch::Tensor& x) {
+    const int64_t len = x.size(1);
+    if (len > pe.size(1))
+        throw Error("SinusoidalPositionalEmbedding: sequence of " + std::to_string(len) +
+                    " exceeds the " + std::to_string(pe.size(1)) + " positions it was built for");
+    return x + pe.narrow(1, 0, len);
+}
+
+// --- BasicTransformerBlock ---
+
+BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlockOptions& opts)
+    : options(opts) {
+    const int64_t dim = opts.dim();
+    auto layer_norm = [&] {
+        return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(opts.norm_eps()));
+    };
+    if (opts.num_positional_embeddings() > 0)
+        pos_embed = register_module(
+            "pos_embed", SinusoidalPositionalEmbedding(dim, opts.num_positional_embeddings()));
+    norm1 = register_module("norm1", layer_norm());
+    attn1 =
+        register_module("attn1", Attention(AttentionOptions(dim, opts.heads(), opts.dim_head())));
+    if (opts.cross_attention_dim() > 0 || opts.double_self_attention()) {
+        norm2 = register_module("norm2", layer_norm());
+        auto attn2_opts = AttentionOptions(dim, opts.heads(), opts.dim_head());
+        if (!opts.double_self_attention())
+            attn2_opts.cross_attention_dim(opts.cross_attention_dim());
+        attn2 = register_module("attn2", Attention(attn2_opts));
+    }
+    norm3 = register_module("norm3", layer_norm());
+    ff = register_module("ff", FeedForward(dim));
+}
+
+torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
+                                                 const torch::Tensor& encoder_hidden_states) {
+    // Positions are added to the normalised input of each attention, not to the residual stream.
+    auto normed = norm1(x);
+    if (pos_embed) normed = pos_embed(normed);
+    auto kv = self_attention_kv ? self_attention_kv(normed) : torch::Tensor();
+    auto h = attn1(normed, kv) + x;
+    if (attn2) {
+        normed = norm2(h);
+        if (pos_embed) normed = pos_embed(normed);
+        h = attn2(normed, encoder_hidden_states) + h;
+    }
+    return ff(norm3(h)) + h;
+}
+
+// --- Transformer2DModel ---
+
+Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& opts)
+    : options(opts) {
+    const int64_t in = opts.in_channels(), inner = opts.heads() * opts.dim_head();
+    norm = register_module(
+        "norm", nn::GroupNorm(nn::GroupNormOptions(opts.norm_num_groups(), in).eps(1e-6)));
+    if (opts.use_linear_projection()) {
+        proj_in_linear = register_module("proj_in", nn::Linear(in, inner));
+    } else {
+        proj_in_conv = register_module("proj_in", nn::Conv2d(nn::Conv2dOptions(in, inner, 1)));
+    }
+    transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
+    for (int64_t i = 0; i < opts.num_layers(); ++i) {
+        blocks.emplace_back(BasicTransformerBlockOptions(inner, opts.heads(), opts.dim_head())
+                                .cross_attention_dim(opts.cross_attention_dim()));
+        transformer_blocks->push_back(blocks.back());
+    }
+    if (opts.use_linear_projection()) {
+        proj_out_linear = register_module("proj_out", nn::Linear(inner, in));
+    } else {
+        proj_out_conv = register_module("proj_out", nn::Conv2d(nn::Conv2dOptions(inner, in, 1)));
+    }
+}
+
+torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x,
+                                              const torch::Tensor& encoder_hidden_states) {
+    const int64_t b = x.size(0), height = x.size(2), width = x.size(3);
+    auto to_tokens = [&](const torch::Tensor& t) {  // [B, C, H, W] -> [B, H*W, C]
+        return t.permute({0, 2, 3, 1}).reshape({b, height * width, t.size(1)});
+    };
+    auto to_image = [&](const torch::Tensor& t) {  // [B, H*W, C] -> [B, C, H, W]
+        return t.reshape({b, height, width, t.size(2)}).permute({0, 3, 1, 2}).contiguous();
+    };
+    auto h = norm(x);
+    h = proj_in_linear ? proj_in_linear(to_tokens(h)) : to_tokens(proj_in_conv(h));
+    for (auto& block : blocks)
+        h = block(h, encoder_hidden_states);
+    h = proj_out_linear ? to_image(proj_out_linear(h)) : proj_out_conv(to_image(h));
+    return h + x;
+}
+
+}  // namespace loopy::model
