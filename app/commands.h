@@ -9,5 +9,6 @@ namespace loopy::cli {
 using Runner = std::function<int()>;
 
 Runner add_info_command(CLI::App& app);
+Runner add_bench_command(CLI::App& app);
 
 }  // namespace loopy::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
         runners[app.get_subcommands({}).back()] = std::move(runner);
     };
     add(loopy::cli::add_info_command(app));
+    add(loopy::cli::add_bench_command(app));
 
     try {
         app.parse(argc, argv);

@@ -72,6 +72,27 @@ class CliTest : public QObject {
                  qPrintable(r.err));
     }
 
+    void benchModulesPrintsEveryNetwork() {
+        const Run r = loopy_cli({"bench", "modules", "--no-sd15", "--repeat", "1"});
+        QCOMPARE(r.code, 0);
+        for (const char* network :
+             {"AutoencoderKL", "UNet2DConditionModel", "TransformerTemporalModel", "Wav2Vec2Model"})
+            QVERIFY2(r.out.contains(network), qPrintable(r.out));
+        QVERIFY2(r.out.contains("matmul 2048^2 float32:"), qPrintable(r.out));
+        // The golden U-Net has 212 - 4 (inputs/outputs) tensors; its parameter count is printed.
+        const QStringList lines = r.out.split('\n');
+        bool found_unet = false;
+        for (const QString& line : lines) {
+            if (!line.startsWith("UNet2DConditionModel")) continue;
+            const QStringList cols = line.split(' ', Qt::SkipEmptyParts);
+            QVERIFY(cols.size() >= 5);
+            QVERIFY2(cols[cols.size() - 4].toLongLong() > 100000, qPrintable(line));
+            QVERIFY2(cols[cols.size() - 2].toDouble() > 0, qPrintable(line));  // GFLOP/fwd
+            found_unet = true;
+        }
+        QVERIFY(found_unet);
+    }
+
     void unknownSubcommandFails() {
         const Run r = loopy_cli({"frobnicate"});
         QVERIFY(r.code != 0);
