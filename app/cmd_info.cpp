@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/system.h"
+#include "model/loopy_model.h"
 
 namespace loopy::cli {
 namespace {
@@ -16,6 +17,7 @@ struct InfoArgs {
     std::string file;
     bool tensors = false;
     bool system = false;
+    bool config_json = false;
 };
 
 std::string human_bytes(uint64_t n) {
@@ -39,12 +41,68 @@ std::string shape_string(const std::vector<int64_t>& shape) {
     return s + "]";
 }
 
+std::string join(const nlohmann::json& list) {
+    std::string s;
+    for (const auto& v : list)
+        s += (s.empty() ? "" : ", ") + v.dump();
+    return "[" + s + "]";
+}
+
+// A Loopy checkpoint's config, summarised (the whole JSON with --config-json).
+void print_loopy_config(const safetensors::Header& h, const InfoArgs& args) {
+    std::map<std::string, std::size_t> per_module;
+    for (const auto& t : h.tensors)
+        ++per_module[t.name.substr(0, t.name.find('.'))];
+    std::cout << "tensors by module:";
+    for (const auto& [name, n] : per_module)
+        std::cout << " " << name << " " << n;
+    std::cout << "\n";
+    model::LoopyConfig c;
+    try {
+        c = model::loopy_config_from_metadata(h.metadata, args.file);
+    } catch (const Error& e) {
+        std::cout << "Loopy config: invalid: " << e.what() << "\n";
+        return;
+    }
+    const auto unet = c.unet_config();
+    const auto audio = c.audio_encoder_config();
+    const auto& s = c.temporal_segment;
+    std::cout << "Loopy config '" << c.name << "' (format version " << model::kLoopyFormatVersion
+              << "):\n"
+              << "  frames:          " << c.resolution << "x" << c.resolution << ", "
+              << c.num_frames << " per clip, latent " << c.latent_size() << "x" << c.latent_size()
+              << "\n"
+              << "  U-Nets:          block_out_channels " << join(c.unet["block_out_channels"])
+              << ", " << unet.layers_per_block << " layer(s) per block, time embedding "
+              << unet.time_embed_dim() << "\n"
+              << "  VAE:             block_out_channels " << join(c.vae["block_out_channels"])
+              << ", scaling_factor " << c.vae_config().scaling_factor << "\n"
+              << "  audio encoder:   wav2vec2, " << audio.num_hidden_layers << " layers x "
+              << audio.hidden_size << "\n"
+              << "  audio tokens:    " << c.audio_projection.context_tokens << " x "
+              << c.audio_projection.token_dim << " per frame from " << c.audio_window_frames()
+              << " wav2vec frames\n"
+              << "  temporal layers: " << c.temporal.num_attention_heads << " heads, "
+              << c.temporal.num_layers << " block(s)"
+              << (c.temporal.double_self_attention ? ", two self-attentions each" : "") << "\n"
+              << "  motion frames:   stride " << s.stride << ", expand ratio " << s.expand_ratio
+              << ", " << s.num_segments << " segments: " << c.history_frames() << " -> "
+              << c.motion_frames() << " (" << model::to_string(s.sampling) << ")\n"
+              << "  audio-to-latents: " << c.audio_to_latents.num_embeddings << " embeddings, "
+              << c.audio_to_latents.attention_dim << " wide\n";
+    if (args.config_json) std::cout << c.to_json().dump(2) << "\n";
+}
+
 void print_file(const InfoArgs& args) {
     const safetensors::File file = safetensors::File::open(args.file);
     const auto& h = file.header;
     std::cout << "file:     " << args.file << "\n";
     std::cout << "metadata: " << (h.metadata.empty() ? "(none)" : "") << "\n";
     for (const auto& [k, v] : h.metadata) {
+        if (k == model::kConfigKey) {  // printed readably below
+            std::cout << "  " << k << " = (" << v.size() << " bytes of JSON, see below)\n";
+            continue;
+        }
         const std::string shown = v.size() > 2000 ? v.substr(0, 2000) + " ..." : v;
         std::cout << "  " << k << " = " << shown << "\n";
     }
@@ -61,6 +119,7 @@ void print_file(const InfoArgs& args) {
     for (const auto& [name, e] : by_dtype)
         std::cout << " " << name << " x" << e.first << " (" << human_bytes(e.second) << ")";
     std::cout << "\nbytes:    " << total << " (" << human_bytes(total) << ")\n";
+    if (h.metadata.count(model::kConfigKey)) print_loopy_config(h, args);
     if (!args.tensors) return;
     std::vector<const safetensors::TensorInfo*> sorted;
     for (const auto& t : h.tensors)
@@ -95,6 +154,7 @@ Runner add_info_command(CLI::App& app) {
         app.add_subcommand("info", "Describe a safetensors/checkpoint file or the system");
     cmd->add_option("file", args->file, "A .safetensors file")->check(CLI::ExistingFile);
     cmd->add_flag("--tensors", args->tensors, "List every tensor's name, dtype and shape");
+    cmd->add_flag("--config-json", args->config_json, "A Loopy checkpoint's whole config as JSON");
     cmd->add_flag("--system", args->system,
                   "LibTorch version, CUDA, threads, BLAS and audio devices");
     return [args]() {

@@ -372,7 +372,8 @@ torch::Tensor UNet2DConditionModelImpl::time_embedding(const torch::Tensor& time
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample,
                                                 const torch::Tensor& timestep,
                                                 const torch::Tensor& encoder_hidden_states,
-                                                const UNetLayerHook& hook) {
+                                                const UNetLayerHook& hook,
+                                                const torch::Tensor& extra_time_embedding) {
     if (sample.dim() != 4 || sample.size(1) != config.in_channels)
         throw Error("UNet2DConditionModel: sample must be [B, " +
                     std::to_string(config.in_channels) + ", h, w]");
@@ -381,6 +382,12 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample,
     const bool exact_sizes = sample.size(2) % factor != 0 || sample.size(3) % factor != 0;
 
     auto emb = time_embedding(timestep, sample.size(0), sample.scalar_type());
+    if (extra_time_embedding.defined()) {
+        if (extra_time_embedding.sizes() != emb.sizes())
+            throw Error("UNet2DConditionModel: extra_time_embedding must be [" +
+                        std::to_string(emb.size(0)) + ", " + std::to_string(emb.size(1)) + "]");
+        emb = emb + extra_time_embedding;
+    }
     auto h = config.center_input_sample ? 2 * sample - 1.0 : sample;
     h = conv_in(h);
     std::vector<torch::Tensor> skips{h};

@@ -142,9 +142,12 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
 
     // sample [B, in, h, w]; timestep [B] or a scalar / [1] (broadcast), integer or float;
     // encoder_hidden_states [B, L, cross_attention_dim]. Returns [B, out, h, w].
+    // extra_time_embedding [B, time_embed_dim], if given, is added to the time embedding before
+    // any block sees it (Loopy's audio-to-latents motion latent).
     torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep,
                           const torch::Tensor& encoder_hidden_states,
-                          const UNetLayerHook& hook = {});
+                          const UNetLayerHook& hook = {},
+                          const torch::Tensor& extra_time_embedding = {});
 
     // The time embedding fed to every resnet: [B, time_embed_dim].
     torch::Tensor time_embedding(const torch::Tensor& timestep, int64_t batch,
