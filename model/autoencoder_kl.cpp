@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/torch_compat.h"
+#include "model/config_json.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -19,13 +20,7 @@ constexpr double kVaeEps = 1e-6;
 
 template <typename T>
 void read_key(const nlohmann::json& json, const char* key, T& value) {
-    auto it = json.find(key);
-    if (it == json.end() || it->is_null()) return;
-    try {
-        value = it->get<T>();
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(std::string("AutoencoderKL config: bad value for '") + key + "': " + e.what());
-    }
+    read_config_key(json, key, value, "AutoencoderKL");
 }
 
 nn::GroupNorm group_norm(int64_t groups, int64_t channels) {

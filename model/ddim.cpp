@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "model/config_json.h"
 
 namespace loopy::model {
 
@@ -12,12 +13,7 @@ namespace {
 
 template <typename T>
 void read_key(const nlohmann::json& json, const char* key, T& value) {
-    if (!json.contains(key) || json.at(key).is_null()) return;
-    try {
-        value = json.at(key).get<T>();
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(std::string("DDIM config: '") + key + "' has the wrong type: " + e.what());
-    }
+    read_config_key(json, key, value, "DDIM");
 }
 
 void require(bool ok, const std::string& message) {

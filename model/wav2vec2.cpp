@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/torch_compat.h"
+#include "model/config_json.h"
 
 namespace loopy::model {
 namespace fs = std::filesystem;
@@ -16,12 +17,7 @@ namespace {
 
 template <typename T>
 void read_key(const nlohmann::json& json, const char* key, T& value) {
-    if (!json.contains(key) || json.at(key).is_null()) return;
-    try {
-        value = json.at(key).get<T>();
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(std::string("wav2vec2 config: '") + key + "' has the wrong type: " + e.what());
-    }
+    read_config_key(json, key, value, "wav2vec2");
 }
 
 void require(bool ok, const std::string& message) {
