@@ -10,25 +10,16 @@
 #include "core/error.h"
 #include "model/autoencoder_kl.h"
 #include "model/golden.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using loopy::model::AutoencoderKL;
 using loopy::model::AutoencoderKLConfig;
 
+using loopy::test::contains;
+using loopy::test::error_of;
+
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const loopy::Error& e) {
-        return e.what();
-    }
-    return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
 
 void write_text(const fs::path& path, const std::string& text) {
     std::ofstream(path) << text;

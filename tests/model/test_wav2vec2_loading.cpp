@@ -9,24 +9,15 @@
 #include "core/error.h"
 #include "model/golden.h"
 #include "model/wav2vec2.h"
+#include "test_util.h"
 
 using loopy::model::Wav2Vec2Config;
 using loopy::model::Wav2Vec2Model;
 
+using loopy::test::contains;
+using loopy::test::error_of;
+
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const loopy::Error& e) {
-        return e.what();
-    }
-    return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
 
 // Writes config.json + model.safetensors into `dir`.
 void write_folder(const QTemporaryDir& dir, const nlohmann::json& config,

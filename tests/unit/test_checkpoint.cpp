@@ -4,6 +4,9 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "test_util.h"
+
+using loopy::test::error_of;
 
 namespace {
 
@@ -16,15 +19,6 @@ struct TinyImpl : torch::nn::Module {
     torch::nn::BatchNorm1d norm{nullptr};
 };
 TORCH_MODULE(Tiny);
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const loopy::Error& e) {
-        return e.what();
-    }
-    return {};
-}
 
 }  // namespace
 
