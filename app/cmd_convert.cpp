@@ -1,12 +1,11 @@
 // `loopy convert --sd15 DIR --wav2vec2 DIR --out FILE [--config sd15|tiny]`: a Loopy training
 // start from a diffusers Stable Diffusion folder and a transformers wav2vec2 folder.
-#include <unistd.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 
 #include "app/commands.h"
+#include "app/progress_bar.h"
 #include "core/error.h"
 #include "model/convert.h"
 
@@ -19,43 +18,11 @@ struct ConvertArgs {
     bool list_fresh = false;
 };
 
-// A one-line bar on a terminal; one line per stage otherwise (logs, CI).
-class ProgressBar {
-  public:
-    ProgressBar() : tty_(isatty(fileno(stderr)) != 0) {}
-
-    void update(const std::string& stage, int64_t done, int64_t total) {
-        const int percent = total > 0 ? static_cast<int>(100 * done / total) : 0;
-        if (!tty_) {
-            if (stage != stage_) std::cerr << "convert: " << stage << "\n";
-        } else if (percent != percent_ || stage != stage_) {
-            constexpr int kWidth = 30;
-            const int filled = percent * kWidth / 100;
-            std::cerr << "\r[" << std::string(filled, '#') << std::string(kWidth - filled, '.')
-                      << "] "
-                      << (percent < 10    ? "  "
-                          : percent < 100 ? " "
-                                          : "")
-                      << percent << "%  " << stage << "\033[K" << std::flush;
-        }
-        stage_ = stage;
-        percent_ = percent;
-    }
-    void finish() {
-        if (tty_) std::cerr << "\n";
-    }
-
-  private:
-    bool tty_;
-    std::string stage_;
-    int percent_ = -1;
-};
-
 int run_convert(const ConvertArgs& args) {
-    ProgressBar bar;
+    ProgressBar bar("convert");
     const auto report = model::convert_checkpoint(
         args.options, args.out, [&](const std::string& stage, int64_t done, int64_t total) {
-            bar.update(stage, done, total);
+            bar.update(total > 0 ? static_cast<double>(done) / total : 0.0, stage);
         });
     bar.finish();
     std::cout << report.describe(args.list_fresh);

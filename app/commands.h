@@ -11,5 +11,6 @@ using Runner = std::function<int()>;
 Runner add_info_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_convert_command(CLI::App& app);
+Runner add_render_command(CLI::App& app);
 
 }  // namespace loopy::cli

@@ -1,0 +1,71 @@
+// Model loading and the settings/device helpers of the engine API (core/engine.h).
+#include "core/engine.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/system.h"
+
+namespace loopy {
+
+void GenerationSettings::validate() const {
+    if (steps < 1 || steps > 1000) throw Error("steps must be between 1 and 1000");
+    if (decode_batch < 1) throw Error("decode batch must be at least 1");
+    if (!std::isfinite(audio_ratio) || !std::isfinite(reference_ratio))
+        throw Error("guidance ratios must be finite numbers");
+}
+
+torch::Device parse_device(const std::string& name) {
+    torch::Device device(torch::kCPU);
+    try {
+        device = torch::Device(name);
+    } catch (const std::exception&) {
+        throw Error("unknown device '" + name + "' (cpu, cuda or cuda:N)");
+    }
+    if (device.is_cuda() && !torch::cuda::is_available())
+        throw Error("device '" + name +
+                    "': this LibTorch build has no CUDA (or no GPU is visible)");
+    if (!device.is_cpu() && !device.is_cuda())
+        throw Error("device '" + name + "' is not supported (cpu, cuda or cuda:N)");
+    return device;
+}
+
+torch::ScalarType parse_dtype(const std::string& name, const torch::Device& device) {
+    torch::ScalarType type;
+    if (name == "float32")
+        type = torch::kFloat32;
+    else if (name == "float16")
+        type = torch::kFloat16;
+    else if (name == "bfloat16")
+        type = torch::kBFloat16;
+    else
+        throw Error("unknown dtype '" + name + "' (float32, float16 or bfloat16)");
+    if (type != torch::kFloat32 && !device.is_cuda())
+        throw Error("dtype " + name + " needs a CUDA device; the CPU runs float32");
+    return type;
+}
+
+Model::Model(model::LoopyModel network, const ModelOptions& options, std::string path)
+    : network_(std::move(network)), options_(options), path_(std::move(path)) {
+    set_num_threads(options.threads);
+    device_ = parse_device(options.device);
+    dtype_ = parse_dtype(options.dtype, device_);
+    if (options.audio_context_seconds < 0 || options.audio_context_seconds > 30)
+        throw Error("audio context must be between 0 and 30 seconds");
+    network_->to(device_, dtype_);
+    network_->eval();
+}
+
+std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
+    // Check the options before reading hundreds of megabytes.
+    parse_dtype(options.dtype, parse_device(options.device));
+    auto network = model::load_loopy_checkpoint(path);
+    return std::shared_ptr<Model>(new Model(std::move(network), options, path));
+}
+
+std::shared_ptr<Model> Model::from_network(model::LoopyModel network, const ModelOptions& options) {
+    return std::shared_ptr<Model>(new Model(std::move(network), options, ""));
+}
+
+}  // namespace loopy

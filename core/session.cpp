@@ -1,0 +1,295 @@
+// The clip loop of generation (core/engine.h): audio -> per-clip conditions -> DDIM with
+// classifier-free guidance -> VAE decode -> frames, with the motion history carried across clips.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "model/guidance.h"
+
+namespace loopy {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Adds the wall time of a scope to a stage.
+class StageTimer {
+  public:
+    explicit StageTimer(StageStats& stage, std::int64_t calls = 1)
+        : stage_(stage), calls_(calls), start_(Clock::now()) {}
+    ~StageTimer() {
+        stage_.seconds += seconds_since(start_);
+        stage_.calls += calls_;
+    }
+
+  private:
+    StageStats& stage_;
+    std::int64_t calls_;
+    Clock::time_point start_;
+};
+
+model::MotionHistory make_history(const Model& model) {
+    const auto& config = model.config();
+    const int64_t size = config.latent_size();
+    return model::MotionHistory(config.temporal_segment, 1,
+                                {config.vae_config().latent_channels, size, size},
+                                torch::TensorOptions().device(model.device()));
+}
+
+// Noise of clip c depends only on (seed, c), so a seed change applies from the next clip and a
+// resumed stream draws the same noise.
+std::uint64_t clip_seed(std::uint64_t seed, std::int64_t clip) {
+    return seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(clip) + 1;
+}
+
+}  // namespace
+
+struct Session::ClipConditions {
+    torch::Tensor audio_tokens;  // [1, F, N, D]
+    model::MotionBank motion;
+};
+
+Session::Session(std::shared_ptr<Model> model, const std::uint8_t* rgb, int width, int height,
+                 GenerationSettings settings)
+    : model_(std::move(model)),
+      settings_(settings),
+      history_(make_history(*model_)),
+      start_(Clock::now()) {
+    settings_.validate();
+    const int size = model_->resolution();
+    if (!rgb || width != size || height != size)
+        throw Error("portrait: the model needs a " + std::to_string(size) + "x" +
+                    std::to_string(size) + " image, got " + std::to_string(width) + "x" +
+                    std::to_string(height));
+    audio_options_.window = model_->config().audio_projection.window;
+    audio_options_.context_seconds = model_->options().audio_context_seconds;
+
+    std::lock_guard<std::mutex> lock(model_->run_mutex());
+    c10::InferenceMode inference;
+    StageTimer timer(stats_.reference_encode);
+    auto& net = model_->network();
+    auto image = torch::from_blob(const_cast<std::uint8_t*>(rgb), {1, size, size, 3}, torch::kUInt8)
+                     .permute({0, 3, 1, 2})
+                     .to(model_->device(), torch::kFloat32)
+                     .div(127.5)
+                     .sub(1.0)
+                     .to(model_->dtype());
+    auto latent = net.vae->encode(image).mode() * net.vae->config.scaling_factor;
+    reference_ = net.reference_unet->encode_reference(latent);
+}
+
+Session::~Session() = default;
+
+void Session::set_settings(const GenerationSettings& settings) {
+    settings.validate();
+    std::lock_guard<std::mutex> lock(settings_mutex_);
+    settings_ = settings;
+}
+
+GenerationSettings Session::settings() const {
+    std::lock_guard<std::mutex> lock(settings_mutex_);
+    return settings_;
+}
+
+void Session::push_audio(const float* samples, std::size_t count) {
+    audio_.push(samples, count);
+    stats_.peak_audio_samples = audio_.peak_held_samples();
+}
+
+void Session::end_audio() {
+    audio_.end();
+}
+
+std::int64_t Session::total_frames() const {
+    return (audio_.total_samples() + model::kSamplesPerFrame - 1) / model::kSamplesPerFrame;
+}
+
+bool Session::clip_ready() const {
+    if (audio_.ended()) return next_frame_ < total_frames();
+    const auto plan =
+        model::plan_audio_window(model_->config().audio_encoder_config(), audio_options_,
+                                 next_frame_, model_->config().num_frames);
+    return audio_.available(plan.end_sample());
+}
+
+bool Session::finished() const {
+    return audio_.ended() && next_frame_ >= total_frames();
+}
+
+void Session::check_cancel() const {
+    if (cancel_.load()) throw Cancelled();
+}
+
+std::int64_t Session::generate(const FrameCallback& on_frame, const ProgressCallback& on_progress) {
+    std::int64_t frames = 0;
+    while (clip_ready())
+        frames += generate_clip(on_frame, on_progress);
+    return frames;
+}
+
+Progress Session::progress(std::int64_t clip, int step, int steps) const {
+    Progress p;
+    const int64_t f = model_->config().num_frames;
+    p.clip = clip;
+    p.clips = audio_.ended() ? (total_frames() + f - 1) / f : 0;
+    p.step = step;
+    p.steps = steps;
+    p.frames_done = next_frame_;
+    p.elapsed_seconds = seconds_since(start_);
+    const double done = static_cast<double>(clip) + static_cast<double>(step) / steps;
+    if (p.clips > 0 && done > 0)
+        p.eta_seconds = p.elapsed_seconds / done * (static_cast<double>(p.clips) - done);
+    return p;
+}
+
+std::int64_t Session::generate_clip(const FrameCallback& on_frame,
+                                    const ProgressCallback& on_progress) {
+    if (!clip_ready()) return 0;
+    const auto settings = this->settings();
+    const int64_t first_frame = next_frame_;
+    const int64_t clip = first_frame / model_->config().num_frames;
+    if (stats_.clips == 0) start_ = Clock::now();
+
+    std::lock_guard<std::mutex> lock(model_->run_mutex());
+    c10::InferenceMode inference;
+    check_cancel();
+    const auto conditions = encode_conditions(first_frame);
+    const auto latents = denoise(conditions, settings, clip, on_progress);
+    history_.push(latents);
+    const auto emitted = emit_frames(latents, first_frame, settings, on_frame);
+
+    next_frame_ = first_frame + model_->config().num_frames;
+    const auto plan =
+        model::plan_audio_window(model_->config().audio_encoder_config(), audio_options_,
+                                 next_frame_, model_->config().num_frames);
+    audio_.forget_before(plan.first_sample);
+    stats_.clips += 1;
+    stats_.audio_seconds =
+        static_cast<double>(std::min(next_frame_, total_frames())) / model::kVideoFps;
+    if (on_progress) on_progress(progress(clip + 1, 0, settings.steps));
+    return emitted;
+}
+
+Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
+    auto& net = model_->network();
+    const auto& config = model_->config();
+    ClipConditions out;
+    {
+        StageTimer timer(stats_.audio_encoder);
+        const auto plan = model::plan_audio_window(config.audio_encoder_config(), audio_options_,
+                                                   first_frame, config.num_frames);
+        const auto samples = audio_.range(plan.first_sample, plan.end_sample());
+        auto windows = model::clip_audio_windows(*net.audio_encoder, plan, audio_options_, samples,
+                                                 config.num_frames);
+        out.audio_tokens = net.audio_proj(windows.unsqueeze(0).to(model_->dtype()));
+    }
+    {
+        StageTimer timer(stats_.motion_encode);
+        const auto motion = history_.abstract();
+        out.motion =
+            net.reference_unet->encode_motion(motion.frames.to(model_->dtype()), motion.mask);
+    }
+    return out;
+}
+
+torch::Tensor Session::denoise(const ClipConditions& conditions, const GenerationSettings& settings,
+                               std::int64_t clip, const ProgressCallback& on_progress) {
+    const auto& config = model_->config();
+    const int64_t size = config.latent_size();
+    scheduler_.set_timesteps(settings.steps);
+    auto generator = at::detail::createCPUGenerator(clip_seed(settings.seed, clip));
+    auto latents =
+        torch::randn({1, config.num_frames, config.vae_config().latent_channels, size, size},
+                     generator, torch::kFloat32)
+            .to(model_->device());
+    const auto timesteps = scheduler_.timesteps();
+    for (int64_t i = 0; i < timesteps.size(0); ++i) {
+        check_cancel();
+        if (on_progress) on_progress(progress(clip, static_cast<int>(i), settings.steps));
+        StageTimer timer(stats_.denoise_step);
+        const int64_t t = timesteps[i].item<int64_t>();
+        const auto noise = predict(latents, t, conditions, settings);
+        latents = scheduler_.step(noise, t, latents);
+    }
+    return latents;
+}
+
+torch::Tensor Session::predict(const torch::Tensor& latents, std::int64_t timestep,
+                               const ClipConditions& conditions,
+                               const GenerationSettings& settings) {
+    const model::GuidanceWeights weights(settings.reference_ratio, settings.audio_ratio);
+    const auto passes = weights.passes();
+    auto run = [&](const std::vector<model::GuidancePass>& batch) {
+        model::LoopyInputs in;
+        const auto n = static_cast<int64_t>(batch.size());
+        in.latents = latents.to(model_->dtype()).expand({n, -1, -1, -1, -1}).contiguous();
+        in.timestep =
+            torch::full({1}, timestep, torch::TensorOptions(torch::kLong).device(model_->device()));
+        in.reference = reference_;
+        in.motion = conditions.motion;
+        in.audio_tokens = conditions.audio_tokens;
+        in.drop = model::guidance_drop_flags(batch, model_->device());
+        return model_->network().predict_noise(in).to(torch::kFloat32);
+    };
+    torch::Tensor predictions;
+    if (settings.batch_guidance) {
+        predictions = run(passes);
+    } else {
+        std::vector<torch::Tensor> each;
+        for (auto pass : passes)
+            each.push_back(run({pass}));
+        predictions = torch::cat(each, 0);
+    }
+    return model::combine_guidance(predictions, passes, weights);
+}
+
+std::int64_t Session::emit_frames(const torch::Tensor& latents, std::int64_t first_frame,
+                                  const GenerationSettings& settings,
+                                  const FrameCallback& on_frame) {
+    auto& vae = model_->network().vae;
+    const int64_t f = latents.size(1);
+    const int64_t last =
+        audio_.ended() ? std::min(first_frame + f, total_frames()) : first_frame + f;
+    const int64_t count = std::max<int64_t>(0, last - first_frame);
+    std::int64_t emitted = 0;
+    for (int64_t i = 0; i < count; i += settings.decode_batch) {
+        const int64_t n = std::min<int64_t>(settings.decode_batch, count - i);
+        torch::Tensor pixels;
+        {
+            StageTimer timer(stats_.vae_decode, n);
+            auto z = latents[0].narrow(0, i, n).div(vae->config.scaling_factor);
+            pixels = vae->decode(z.to(model_->dtype()))
+                         .to(torch::kFloat32)
+                         .clamp(-1.0, 1.0)
+                         .add(1.0)
+                         .mul(127.5)
+                         .round()
+                         .to(torch::kUInt8)
+                         .permute({0, 2, 3, 1})
+                         .contiguous()
+                         .cpu();
+        }
+        for (int64_t j = 0; j < n; ++j) {
+            Frame frame;
+            frame.index = first_frame + i + j;
+            frame.timestamp = static_cast<double>(frame.index) / model::kVideoFps;
+            frame.height = static_cast<int>(pixels.size(1));
+            frame.width = static_cast<int>(pixels.size(2));
+            const auto* data = pixels[j].data_ptr<std::uint8_t>();
+            frame.rgb.assign(data, data + pixels[j].numel());
+            if (on_frame) on_frame(frame);
+            ++emitted;
+            stats_.frames += 1;
+        }
+    }
+    return emitted;
+}
+
+}  // namespace loopy

@@ -1,0 +1,265 @@
+// The engine's generation session (core/engine.h) with random-weight tiny models: guidance,
+// motion history, streaming, caching, determinism, settings changes and cancellation.
+#include <QtTest>
+
+#include "core/engine.h"
+#include "model/guidance.h"
+#include "model/temporal_segment.h"
+#include "pipeline/tiny_model.h"
+#include "test_util.h"
+
+using namespace loopy;
+
+namespace {
+
+constexpr int kSize = 64;
+
+struct Output {
+    std::vector<Frame> frames;
+    SessionStats stats;
+    torch::Tensor history;
+};
+
+GenerationSettings fast_settings(int steps = 3) {
+    GenerationSettings s;
+    s.steps = steps;
+    s.seed = 7;
+    return s;
+}
+
+// Generates a whole utterance, pushing it in chunks of `chunk` samples (0: at once).
+Output generate(const std::shared_ptr<Model>& model, const std::vector<float>& audio,
+                const GenerationSettings& settings, size_t chunk = 0,
+                const std::vector<uint8_t>& portrait = test::test_portrait(kSize)) {
+    Session session(model, portrait.data(), kSize, kSize, settings);
+    Output out;
+    auto keep = [&](const Frame& f) { out.frames.push_back(f); };
+    if (chunk == 0) chunk = audio.size();
+    for (size_t i = 0; i < audio.size(); i += chunk) {
+        session.push_audio(audio.data() + i, std::min(chunk, audio.size() - i));
+        session.generate(keep);
+    }
+    session.end_audio();
+    session.generate(keep);
+    out.stats = session.stats();
+    out.history = session.motion_history().frames().clone();
+    return out;
+}
+
+bool same_frames(const Output& a, const Output& b) {
+    if (a.frames.size() != b.frames.size()) return false;
+    for (size_t i = 0; i < a.frames.size(); ++i)
+        if (a.frames[i].rgb != b.frames[i].rgb || a.frames[i].index != b.frames[i].index)
+            return false;
+    return true;
+}
+
+int max_pixel_difference(const Output& a, const Output& b) {
+    int worst = 0;
+    for (size_t i = 0; i < std::min(a.frames.size(), b.frames.size()); ++i)
+        for (size_t j = 0; j < a.frames[i].rgb.size(); ++j)
+            worst = std::max(worst, std::abs(int(a.frames[i].rgb[j]) - int(b.frames[i].rgb[j])));
+    return worst;
+}
+
+}  // namespace
+
+class SessionTest : public QObject {
+    Q_OBJECT
+    std::shared_ptr<Model> model_ = test::random_model(kSize);
+
+  private Q_SLOTS:
+    void guidanceFormulaOnKnownTensors() {
+        const auto e0 = torch::full({1, 2}, 1.0), e1 = torch::full({1, 2}, 2.0),
+                   e2 = torch::full({1, 2}, 4.0);
+        // 1 + 3 (2 - 1) + 5 (4 - 2) = 14
+        QCOMPARE(model::guidance_formula(e0, e1, e2, 3.0, 5.0)[0][0].item<double>(), 14.0);
+        const model::GuidanceWeights w(3.0, 5.0);
+        QCOMPARE(int(w.passes().size()), 3);
+        const auto combined = model::combine_guidance(torch::cat({e0, e1, e2}), w.passes(), w);
+        QCOMPARE(combined[0][0].item<double>(), 14.0);
+        // Random predictions and ratios: the pass-weight form equals the formula.
+        torch::manual_seed(3);
+        const auto p = torch::randn({3, 2, 4, 5});
+        for (auto [ref, audio] : std::vector<std::pair<double, double>>{{3, 5}, {1.5, 0}, {0, 2}}) {
+            const model::GuidanceWeights weights(ref, audio);
+            std::vector<torch::Tensor> used;
+            for (auto pass : weights.passes())
+                used.push_back(p[int(pass)]);
+            const auto got = model::combine_guidance(torch::stack(used), weights.passes(), weights);
+            const auto want = model::guidance_formula(p[0], p[1], p[2], ref, audio);
+            QVERIFY(torch::allclose(got[0], want, 1e-5, 1e-5));
+        }
+        // Which passes run: 0/0 only the unconditional one, 1/1 only the full one.
+        QVERIFY(model::GuidanceWeights(0, 0).passes() ==
+                std::vector<model::GuidancePass>{model::GuidancePass::None});
+        QVERIFY(model::GuidanceWeights(1, 1).passes() ==
+                std::vector<model::GuidancePass>{model::GuidancePass::ReferenceAudio});
+    }
+
+    void zeroRatiosGiveTheUnconditionalOutput() {
+        // With ratios 0/0 only e(none) counts: neither the portrait nor the audio matters.
+        auto settings = fast_settings();
+        settings.reference_ratio = settings.audio_ratio = 0;
+        std::vector<uint8_t> other_portrait(kSize * kSize * 3, 90);
+        const auto a = generate(model_, test::test_audio(0.6), settings);
+        const auto b = generate(model_, test::test_audio(0.6, 2.0), settings, 0, other_portrait);
+        QVERIFY(same_frames(a, b));
+        // Control: with guidance both change the frames.
+        settings = fast_settings();
+        const auto c = generate(model_, test::test_audio(0.6), settings);
+        const auto d = generate(model_, test::test_audio(0.6, 2.0), settings, 0, other_portrait);
+        QVERIFY(!same_frames(c, d));
+        QVERIFY(!same_frames(a, c));
+    }
+
+    void batchedGuidanceEqualsSeparatePasses() {
+        auto settings = fast_settings();
+        settings.batch_guidance = true;
+        const auto batched = generate(model_, test::test_audio(0.9), settings);
+        settings.batch_guidance = false;
+        const auto separate = generate(model_, test::test_audio(0.9), settings);
+        QCOMPARE(batched.frames.size(), separate.frames.size());
+        QVERIFY(torch::allclose(batched.history, separate.history, 1e-4, 1e-4));
+        QVERIFY(max_pixel_difference(batched, separate) <= 1);
+    }
+
+    void motionHistoryKeepsTheLatestFramesInOrder() {
+        model::TemporalSegmentOptions tsm;
+        model::MotionHistory history(tsm, 1, {1});
+        const int64_t h = model::history_length(tsm);
+        QCOMPARE(history.valid().sum().item<int64_t>(), 0);
+        QVERIFY(!history.abstract().mask.any().item<bool>());  // nothing generated yet
+        for (int clip = 0; clip < 12; ++clip) {
+            auto frames = torch::arange(clip * 12, clip * 12 + 12, torch::kFloat32) + 1;
+            history.push(frames.reshape({1, 12, 1}));
+            const int64_t pushed = (clip + 1) * 12;
+            QCOMPARE(history.valid().sum().item<int64_t>(), std::min(pushed, h));
+            // The newest frame last, then older ones in order.
+            for (int64_t i = 0; i < std::min(pushed, h); ++i)
+                QCOMPARE(history.frames()[0][h - 1 - i][0].item<float>(), float(pushed - i));
+            // Uniform TSM output: the value at each source index, masked where not yet generated.
+            const auto motion = history.abstract();
+            const auto sources = model::uniform_source_indices(tsm);
+            for (size_t m = 0; m < sources.size(); ++m) {
+                const bool exists = sources[m] >= h - pushed;
+                QCOMPARE(motion.mask[0][int64_t(m)].item<bool>(), exists);
+                const float want = exists ? history.frames()[0][sources[m]][0].item<float>() : 0.0f;
+                QCOMPARE(motion.frames[0][int64_t(m)][0].item<float>(), want);
+            }
+        }
+    }
+
+    void sessionFillsItsHistoryClipByClip() {
+        Session session(model_, test::test_portrait(kSize).data(), kSize, kSize, fast_settings(1));
+        const auto audio = test::test_audio(2.0);  // 50 frames: 5 clips (the last partial)
+        session.push_audio(audio.data(), audio.size());
+        session.end_audio();
+        int64_t clips = 0;
+        while (session.clip_ready()) {
+            session.generate_clip({});
+            ++clips;
+            QCOMPARE(session.motion_history().valid().sum().item<int64_t>(),
+                     std::min<int64_t>(clips * 12, 124));
+        }
+        QCOMPARE(clips, int64_t(5));
+        QCOMPARE(session.next_frame(), int64_t(60));
+        QVERIFY(session.finished());
+    }
+
+    void streamingInChunksEqualsTheWholeFile() {
+        const auto audio = test::test_audio(1.3);
+        const auto whole = generate(model_, audio, fast_settings());
+        const auto chunked = generate(model_, audio, fast_settings(), 1234);
+        const auto tiny_chunks = generate(model_, audio, fast_settings(), 160);
+        QCOMPARE(int(whole.frames.size()), 33);  // ceil(1.3 * 25)
+        QVERIFY(same_frames(whole, chunked));
+        QVERIFY(same_frames(whole, tiny_chunks));
+        for (size_t i = 0; i < whole.frames.size(); ++i) {
+            QCOMPARE(whole.frames[i].index, int64_t(i));
+            QCOMPARE(whole.frames[i].timestamp, double(i) / 25.0);
+        }
+    }
+
+    void referenceIsEncodedOncePerPortrait() {
+        const auto out = generate(model_, test::test_audio(1.5), fast_settings(4));
+        QCOMPARE(out.stats.clips, int64_t(4));
+        QCOMPARE(out.stats.reference_encode.calls, int64_t(1));
+        QCOMPARE(out.stats.motion_encode.calls, out.stats.clips);     // once per clip
+        QCOMPARE(out.stats.audio_encoder.calls, out.stats.clips);     // once per clip
+        QCOMPARE(out.stats.denoise_step.calls, 4 * out.stats.clips);  // one call per step
+        QCOMPARE(out.stats.vae_decode.calls, int64_t(38));            // per frame emitted
+    }
+
+    void sameSeedSameFramesOtherSeedOtherFrames() {
+        auto settings = fast_settings();
+        const auto a = generate(model_, test::test_audio(0.7), settings);
+        const auto b = generate(model_, test::test_audio(0.7), settings);
+        QVERIFY(same_frames(a, b));
+        settings.seed = 8;
+        const auto c = generate(model_, test::test_audio(0.7), settings);
+        QVERIFY(!same_frames(a, c));
+    }
+
+    void settingsChangeFromTheNextClip() {
+        Session session(model_, test::test_portrait(kSize).data(), kSize, kSize, fast_settings(2));
+        const auto audio = test::test_audio(1.0);
+        session.push_audio(audio.data(), audio.size());
+        session.end_audio();
+        bool changed = false;
+        session.generate_clip({}, [&](const Progress& p) {
+            if (!changed && p.step == 1) {  // in the middle of clip 0
+                session.set_settings(fast_settings(5));
+                changed = true;
+            }
+        });
+        QCOMPARE(session.stats().denoise_step.calls, int64_t(2));  // clip 0 kept its 2 steps
+        session.generate_clip({});
+        QCOMPARE(session.stats().denoise_step.calls, int64_t(7));  // clip 1 ran 5
+        auto bad = fast_settings();
+        bad.steps = 0;
+        QVERIFY(test::contains(test::error_of([&] { session.set_settings(bad); }), "steps"));
+        QCOMPARE(session.settings().steps, 5);
+    }
+
+    void cancelStopsBetweenStepsAndLosesNothing() {
+        const auto audio = test::test_audio(1.0);
+        const auto reference = generate(model_, audio, fast_settings());
+        Session session(model_, test::test_portrait(kSize).data(), kSize, kSize, fast_settings());
+        session.push_audio(audio.data(), audio.size());
+        session.end_audio();
+        std::vector<Frame> frames;
+        auto keep = [&](const Frame& f) { frames.push_back(f); };
+        session.generate_clip(keep);
+        bool threw = false;
+        try {
+            session.generate_clip(keep, [&](const Progress& p) {
+                if (p.step == 1) session.cancel();
+            });
+        } catch (const Cancelled&) {
+            threw = true;
+        }
+        QVERIFY(threw);
+        QCOMPARE(int(frames.size()), 12);  // nothing of the cancelled clip
+        QCOMPARE(session.next_frame(), int64_t(12));
+        session.reset_cancel();
+        session.generate(keep);
+        Output resumed;
+        resumed.frames = frames;
+        QVERIFY(same_frames(resumed, reference));  // the cancelled clip, redone, is identical
+    }
+
+    void audioShorterThanOneClipStillGivesFrames() {
+        const auto out = generate(model_, test::test_audio(0.2), fast_settings(1));
+        QCOMPARE(int(out.frames.size()), 5);
+    }
+
+    void badPortraitSizeIsRefused() {
+        std::vector<uint8_t> small(32 * 32 * 3, 0);
+        const auto message = test::error_of([&] { Session(model_, small.data(), 32, 32); });
+        QVERIFY2(test::contains(message, "64x64"), message.c_str());
+    }
+};
+
+QTEST_GUILESS_MAIN(SessionTest)
+#include "test_session.moc"
