@@ -96,7 +96,12 @@ struct Progress {
 struct StageStats {
     double seconds = 0;
     std::int64_t calls = 0;
+    std::vector<double> samples;  // seconds per call (per timed run), the last kMaxSamples
+    static constexpr std::size_t kMaxSamples = 4096;
+
     double mean() const { return calls ? seconds / static_cast<double>(calls) : 0.0; }
+    double median() const;  // of `samples`, per call; 0 if none
+    void add(double seconds, std::int64_t calls);
 };
 struct SessionStats {
     StageStats reference_encode;  // VAE encode + ReferenceNet of the portrait: once per session

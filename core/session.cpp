@@ -2,6 +2,7 @@
 // classifier-free guidance -> VAE decode -> frames, with the motion history carried across clips.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/engine.h"
@@ -24,10 +25,7 @@ class StageTimer {
   public:
     explicit StageTimer(StageStats& stage, std::int64_t calls = 1)
         : stage_(stage), calls_(calls), start_(Clock::now()) {}
-    ~StageTimer() {
-        stage_.seconds += seconds_since(start_);
-        stage_.calls += calls_;
-    }
+    ~StageTimer() { stage_.add(seconds_since(start_), calls_); }
 
   private:
     StageStats& stage_;
@@ -50,6 +48,20 @@ std::uint64_t clip_seed(std::uint64_t seed, std::int64_t clip) {
 }
 
 }  // namespace
+
+void StageStats::add(double elapsed, std::int64_t n) {
+    seconds += elapsed;
+    calls += n;
+    if (samples.size() == kMaxSamples) samples.erase(samples.begin());
+    samples.push_back(n > 0 ? elapsed / static_cast<double>(n) : elapsed);
+}
+
+double StageStats::median() const {
+    if (samples.empty()) return 0.0;
+    auto sorted = samples;
+    std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+    return sorted[sorted.size() / 2];
+}
 
 struct Session::ClipConditions {
     torch::Tensor audio_tokens;  // [1, F, N, D]

@@ -20,6 +20,28 @@ inline model::LoopyConfig tiny_config(int64_t resolution = 64) {
     return config;
 }
 
+// Smaller still, for tests about length rather than pictures: 32x32 frames, 4x4 latents, a
+// two-level U-Net of width 8 and a one-layer audio encoder of width 16.
+inline model::LoopyConfig micro_config() {
+    auto config = tiny_config(32);
+    config.name = "micro";
+    config.unet["block_out_channels"] = {8, 8};
+    config.unet["down_block_types"] = {"CrossAttnDownBlock2D", "DownBlock2D"};
+    config.unet["up_block_types"] = {"UpBlock2D", "CrossAttnUpBlock2D"};
+    config.unet["norm_num_groups"] = 4;
+    config.unet["cross_attention_dim"] = 8;
+    config.vae["block_out_channels"] = {8, 8, 8, 8};
+    config.vae["norm_num_groups"] = 4;
+    config.audio_encoder["conv_dim"] = {16, 16, 16, 16, 16, 16, 16};
+    config.audio_encoder["hidden_size"] = 16;
+    config.audio_encoder["num_hidden_layers"] = 1;
+    config.audio_encoder["num_attention_heads"] = 2;
+    config.audio_encoder["intermediate_size"] = 32;
+    config.audio_projection.intermediate_dim = 32;
+    config.validate();
+    return config;
+}
+
 inline model::LoopyModel random_network(const model::LoopyConfig& config, uint64_t seed = 1) {
     torch::manual_seed(seed);
     model::LoopyModel net(config);

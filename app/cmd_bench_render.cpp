@@ -1,0 +1,173 @@
+// `loopy bench render`: the generation pipeline's speed, stage by stage, on synthetic input.
+// Prints figures; never passes or fails.
+#include <sys/resource.h>
+
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "app/commands.h"
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/flop_counter.h"
+#include "core/system.h"
+
+namespace loopy::cli {
+namespace {
+
+struct BenchRenderArgs {
+    std::string checkpoint;  // or a random network of `config`
+    std::string config = "tiny";
+    int resolution = 0;      // 0: the config's
+    double seconds = 4.8;    // of synthetic audio
+    std::string cfg = "on";  // "off": one pass (ratios 1/1)
+    GenerationSettings settings;
+    ModelOptions model;
+    std::string json_out;
+};
+
+std::shared_ptr<Model> bench_model(const BenchRenderArgs& a) {
+    if (!a.checkpoint.empty()) return Model::load(a.checkpoint, a.model);
+    auto config = model::LoopyConfig::preset(a.config);
+    if (a.resolution > 0) config.resolution = a.resolution;
+    config.validate();
+    torch::manual_seed(0);
+    return Model::from_network(model::LoopyModel(config), a.model);
+}
+
+std::vector<uint8_t> bench_portrait(int size) {
+    std::vector<uint8_t> rgb(static_cast<size_t>(size) * size * 3);
+    for (size_t i = 0; i < rgb.size(); ++i)
+        rgb[i] = static_cast<uint8_t>((i * 7) % 251);
+    return rgb;
+}
+
+std::vector<float> bench_audio(double seconds) {
+    std::vector<float> x(static_cast<size_t>(seconds * model::kAudioSampleRate));
+    for (size_t i = 0; i < x.size(); ++i) {
+        const double t = static_cast<double>(i) / model::kAudioSampleRate;
+        x[i] = static_cast<float>(0.3 * std::sin(2 * M_PI * 4 * t) * std::sin(2 * M_PI * 200 * t));
+    }
+    return x;
+}
+
+// FLOP of one denoising step: one clip with 2 steps minus one clip with 1 step.
+double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) {
+    const auto portrait = bench_portrait(m->resolution());
+    const auto audio = bench_audio(0.48);
+    double flop[2];
+    for (int steps : {1, 2}) {
+        s.steps = steps;
+        Session session(m, portrait.data(), m->resolution(), m->resolution(), s);
+        session.push_audio(audio.data(), audio.size());
+        session.end_audio();
+        FlopCounter counter;
+        session.generate({});
+        flop[steps - 1] = counter.flops();
+    }
+    return flop[1] - flop[0];
+}
+
+long peak_rss_kib() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss;
+}
+
+int run_bench_render(BenchRenderArgs& a) {
+    if (a.cfg == "off") a.settings.reference_ratio = a.settings.audio_ratio = 1.0;
+    auto m = bench_model(a);
+    const auto portrait = bench_portrait(m->resolution());
+    const auto audio = bench_audio(a.seconds);
+    Session session(m, portrait.data(), m->resolution(), m->resolution(), a.settings);
+    session.push_audio(audio.data(), audio.size());
+    session.end_audio();
+    session.generate_clip({});  // warm-up (allocator, kernels), not timed below
+    const auto warm = session.stats();
+    const auto start = std::chrono::steady_clock::now();
+    session.generate({});
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto& st = session.stats();
+    const auto frames = st.frames - warm.frames;
+    const double fps = frames / wall;
+    const double step_flop = denoise_step_flop(m, a.settings);
+    const double matmul = measure_matmul_gflops();
+    const double step_gflops = step_flop / 1e9 / st.denoise_step.median();
+
+    const auto info = system_info();
+    std::cout << std::fixed << std::setprecision(2) << "config " << m->config().name << ", "
+              << m->resolution() << "x" << m->resolution() << ", " << a.settings.steps
+              << " DDIM steps, guidance " << (a.cfg == "off" ? "off (1 pass)" : "3-pass") << ", "
+              << info.threads << " threads, " << m->options().device << "\n";
+    std::cout << "stage (median)                      ms\n"
+              << "  reference (once per portrait) " << std::setw(10)
+              << st.reference_encode.median() * 1e3 << "\n"
+              << "  audio encoder per clip         " << std::setw(10)
+              << st.audio_encoder.median() * 1e3 << "  (" << st.audio_encoder.median() * 1e3 / 0.48
+              << " ms per second of audio)\n"
+              << "  ReferenceNet motion per clip   " << std::setw(10)
+              << st.motion_encode.median() * 1e3 << "\n"
+              << "  denoising step per clip        " << std::setw(10)
+              << st.denoise_step.median() * 1e3 << "\n"
+              << "  VAE decode per frame           " << std::setw(10)
+              << st.vae_decode.median() * 1e3 << "\n";
+    std::cout << frames << " frames in " << wall << " s: " << fps << " frames/s, real-time factor "
+              << std::setprecision(3) << fps / model::kVideoFps << "\n"
+              << std::setprecision(1) << "denoising step " << step_flop / 1e9 << " GFLOP, "
+              << step_gflops << " GFLOP/s = " << 100 * step_gflops / matmul << " % of matmul ("
+              << matmul << " GFLOP/s)\n"
+              << "peak RSS " << peak_rss_kib() / 1024 << " MiB\n";
+    if (!a.json_out.empty()) {
+        nlohmann::json j;
+        j["machine"] = {{"torch", info.torch_version},
+                        {"threads", info.threads},
+                        {"hardware_threads", info.hardware_cores},
+                        {"blas", info.blas},
+                        {"cpu_capability", info.cpu_capability}};
+        j["config"] = {{"name", m->config().name},      {"resolution", m->resolution()},
+                       {"steps", a.settings.steps},     {"cfg", a.cfg},
+                       {"device", m->options().device}, {"dtype", m->options().dtype}};
+        j["median_ms"] = {{"reference", st.reference_encode.median() * 1e3},
+                          {"audio_encoder_per_clip", st.audio_encoder.median() * 1e3},
+                          {"motion_reference_net_per_clip", st.motion_encode.median() * 1e3},
+                          {"denoise_step", st.denoise_step.median() * 1e3},
+                          {"vae_decode_per_frame", st.vae_decode.median() * 1e3}};
+        j["frames"] = frames;
+        j["frames_per_second"] = fps;
+        j["real_time_factor"] = fps / model::kVideoFps;
+        j["denoise_step_gflop"] = step_flop / 1e9;
+        j["denoise_step_gflops"] = step_gflops;
+        j["matmul_gflops"] = matmul;
+        j["peak_rss_mib"] = peak_rss_kib() / 1024.0;
+        std::ofstream(a.json_out) << j.dump(2) << "\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+Runner add_bench_render_command(CLI::App& bench) {
+    auto a = std::make_shared<BenchRenderArgs>();
+    a->settings.steps = 4;
+    CLI::App* cmd = bench.add_subcommand("render", "Time the generation pipeline stage by stage");
+    cmd->add_option("-c,--checkpoint", a->checkpoint, "Loopy checkpoint (default: random weights)")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--config", a->config, "Random-weight network without --checkpoint")
+        ->check(CLI::IsMember({"tiny", "sd15"}))
+        ->capture_default_str();
+    cmd->add_option("--resolution", a->resolution, "Override the config's resolution");
+    cmd->add_option("--steps", a->settings.steps, "DDIM steps")->capture_default_str();
+    cmd->add_option("--cfg", a->cfg, "on: 3-pass guidance; off: one pass")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    cmd->add_option("--seconds", a->seconds, "Seconds of synthetic audio")->capture_default_str();
+    cmd->add_option("--device", a->model.device, "cpu, cuda or cuda:N")->capture_default_str();
+    cmd->add_option("--dtype", a->model.dtype, "float32, float16, bfloat16")->capture_default_str();
+    cmd->add_option("--json", a->json_out, "Also write the figures as JSON");
+    return [a]() { return run_bench_render(*a); };
+}
+
+}  // namespace loopy::cli
