@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
     add(loopy::cli::add_convert_command(app));
     add(loopy::cli::add_render_command(app));
     add(loopy::cli::add_synth_command(app));
+    add(loopy::cli::add_eval_command(app));
 
     try {
         app.parse(argc, argv);

@@ -144,4 +144,36 @@ VideoProbe probe_video(const std::string& path) {
     return p;
 }
 
+int read_video_frames(const std::string& path, const RgbFrameCallback& on_frame) {
+    AVFormatContext* raw = nullptr;
+    int err = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
+    if (err < 0) throw Error(path + ": cannot open (" + ffmpeg::error_string(err) + ")");
+    ffmpeg::InputFormatPtr format(raw);
+    err = avformat_find_stream_info(raw, nullptr);
+    if (err < 0)
+        throw Error(path + ": cannot read its streams (" + ffmpeg::error_string(err) + ")");
+    Decoder video = open_decoder(raw, AVMEDIA_TYPE_VIDEO, path);
+    if (video.index < 0) throw Error(path + ": has no video stream");
+    auto frame = ffmpeg::make_frame();
+    auto packet = ffmpeg::make_packet();
+    int count = 0;
+    auto drain = [&] {
+        while (avcodec_receive_frame(video.codec.get(), frame.get()) >= 0) {
+            on_frame(to_rgb(frame.get()), frame->width, frame->height);
+            ++count;
+            av_frame_unref(frame.get());
+        }
+    };
+    while (av_read_frame(raw, packet.get()) >= 0) {
+        if (packet->stream_index == video.index) {
+            avcodec_send_packet(video.codec.get(), packet.get());
+            drain();
+        }
+        av_packet_unref(packet.get());
+    }
+    avcodec_send_packet(video.codec.get(), nullptr);
+    drain();
+    return count;
+}
+
 }  // namespace loopy::render

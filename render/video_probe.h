@@ -2,6 +2,7 @@
 // Reads an MP4 (or any video FFmpeg opens) back: what tests, and the app's tests, check about
 // what the writer produced. Decodes every frame, so it is meant for short videos.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,5 +35,12 @@ struct VideoProbe {
 
 // Throws loopy::Error naming the file if it cannot be opened or has no video stream.
 VideoProbe probe_video(const std::string& path);
+
+// Decodes every frame of the first video stream, in order, to packed RGB24 (width * height * 3
+// bytes). Returns the number of frames; throws like probe_video. For training data and
+// evaluation: frames are handed over one at a time, never all held.
+using RgbFrameCallback =
+    std::function<void(const std::vector<std::uint8_t>& rgb, int width, int height)>;
+int read_video_frames(const std::string& path, const RgbFrameCallback& on_frame);
 
 }  // namespace loopy::render
