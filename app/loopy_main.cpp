@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
     add(loopy::cli::add_render_command(app));
     add(loopy::cli::add_synth_command(app));
     add(loopy::cli::add_eval_command(app));
+    add(loopy::cli::add_train_command(app));
+    add(loopy::cli::add_train_vae_command(app));
 
     try {
         app.parse(argc, argv);

@@ -1,0 +1,259 @@
+// `loopy train` (the two diffusion stages) and `loopy train-vae` (the VAE, trained first). The
+// logic lives in model/training.h, model/vae_training.h and render/train_data.h; this file parses
+// options, shows progress and writes the files. See docs/training.md.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "app/commands.h"
+#include "app/progress_bar.h"
+#include "core/error.h"
+#include "core/system.h"
+#include "model/loopy_model.h"
+#include "model/training.h"
+#include "model/vae_training.h"
+#include "render/train_data.h"
+
+namespace loopy::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// A fresh network from a preset (seeded), or a checkpoint's.
+model::LoopyModel initial_model(const std::string& init, const std::string& config, uint64_t seed) {
+    if (init.empty() == config.empty()) throw Error("give exactly one of --init and --config");
+    if (!init.empty()) return model::load_loopy_checkpoint(init);
+    torch::manual_seed(seed);
+    return model::LoopyModel(model::LoopyConfig::preset(config));
+}
+
+std::string progress_detail(const model::StepStats& stats, double seconds_per_step,
+                            int64_t steps_left) {
+    char text[96];
+    std::snprintf(text, sizeof text, "loss %.4g, %.2f s/step, ETA ", stats.loss, seconds_per_step);
+    return text + format_duration(seconds_per_step * static_cast<double>(steps_left));
+}
+
+// --- train ---
+
+struct TrainArgs {
+    std::string data, out, init, config;
+    int stage = 2;
+    int64_t steps = 1000, batch = 1, checkpoint_every = 500, warmup = 0;
+    double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0;
+    uint64_t seed = 0;
+    bool resume = false, v_prediction = false;
+    int threads = 0;
+};
+
+model::TrainerOptions trainer_options(const TrainArgs& a) {
+    model::TrainerOptions o;
+    o.stage = model::parse_train_stage(a.stage);
+    o.lr = a.lr;
+    o.warmup_steps = a.warmup;
+    o.adamw.weight_decay = a.weight_decay;
+    o.max_grad_norm = a.max_grad_norm;
+    o.ema_decay = a.ema;
+    o.v_prediction = a.v_prediction;
+    o.seed = a.seed;
+    return o;
+}
+
+int run_train(const TrainArgs& a) {
+    if (a.threads > 0) set_num_threads(a.threads);
+    const auto model_path = (fs::path(a.out) / model::kTrainModelFile).string();
+    const auto state_path = (fs::path(a.out) / model::kTrainStateFile).string();
+    if (!a.resume && fs::exists(state_path))
+        throw Error(a.out + " already holds a training run: pass --resume to continue it");
+    if (a.resume && !fs::exists(state_path)) throw Error("--resume: no " + state_path);
+    auto net = a.resume ? model::LoopyModel(model::read_loopy_config(model_path))
+                        : initial_model(a.init, a.config, a.seed);
+    model::Trainer trainer(net, trainer_options(a));
+    int64_t samples = a.resume ? trainer.resume(a.out) : 0;
+    if (samples != trainer.steps_done() * a.batch)
+        throw Error("--resume: the run used another --batch");
+
+    render::TrainDataOptions data_options;
+    data_options.frames = a.stage == 1 ? 1 : net->config.num_frames;
+    data_options.seed = a.seed;
+    data_options.audio.window = net->config.audio_projection.window;
+    data_options.audio.context_seconds = trainer.options().audio_context_seconds;
+    ProgressBar load_bar("data");
+    render::TrainDataset data(
+        a.data, net->config, *net->vae, data_options, [&](int64_t done, int64_t total) {
+            load_bar.update(static_cast<double>(done) / total, "encoding clips");
+        });
+    load_bar.finish();
+
+    fs::create_directories(a.out);
+    model::LossLog log((fs::path(a.out) / model::kTrainLossFile).string(), trainer.steps_done());
+    ProgressBar bar("train stage " + std::to_string(a.stage));
+    const int64_t first_step = trainer.steps_done();
+    const auto start = Clock::now();
+    model::StepStats stats;
+    while (trainer.steps_done() < a.steps) {
+        const auto step_start = Clock::now();
+        stats = trainer.step(data.batch(samples, a.batch));
+        samples += a.batch;
+        log.append(stats, seconds_since(step_start));
+        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
+            trainer.save(a.out, samples);
+        const double per_step = seconds_since(start) / static_cast<double>(stats.step - first_step);
+        bar.update(static_cast<double>(stats.step) / a.steps,
+                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
+                   progress_detail(stats, per_step, a.steps - stats.step));
+    }
+    bar.finish();
+    const int64_t done = trainer.steps_done() - first_step;
+    char line[160];
+    std::snprintf(line, sizeof line, "%lld steps in %.1f s (%.3f s/step), last loss %.5g",
+                  static_cast<long long>(done), seconds_since(start),
+                  done > 0 ? seconds_since(start) / done : 0.0, stats.loss);
+    std::cout << "trained stage " << a.stage << " on " << data.clip_count() << " clips: " << line
+              << "; wrote " << model_path << "\n";
+    return 0;
+}
+
+// --- train-vae ---
+
+struct TrainVaeArgs {
+    std::string data, out, init, config;
+    int64_t steps = 2000, batch = 8, checkpoint_every = 500;
+    double lr = 1e-4, kl_weight = 1e-6;
+    uint64_t seed = 0;
+    bool force = false;
+    int threads = 0;
+};
+
+uint64_t mix(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// Images [n, 3, S, S] in [-1, 1]: frame picks are a function of (seed, sample index).
+torch::Tensor vae_batch(const std::vector<render::TrainClip>& clips, uint64_t seed, int64_t first,
+                        int64_t n) {
+    std::vector<torch::Tensor> images;
+    for (int64_t i = 0; i < n; ++i) {
+        const uint64_t r = mix(seed ^ mix(static_cast<uint64_t>(first + i) + 1));
+        const auto& clip = clips[r % clips.size()];
+        const auto frame = static_cast<int64_t>(mix(r) % static_cast<uint64_t>(clip.frame_count()));
+        images.push_back(clip.frames[frame]);
+    }
+    return torch::stack(images).to(torch::kFloat32).div(127.5).sub(1.0);
+}
+
+int run_train_vae(const TrainVaeArgs& a) {
+    if (a.threads > 0) set_num_threads(a.threads);
+    if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
+    auto net = initial_model(a.init, a.config, a.seed);
+    std::vector<render::TrainClip> clips;
+    ProgressBar load_bar("data");
+    const auto folders = render::find_train_clips(a.data);
+    for (const auto& folder : folders) {
+        clips.push_back(render::read_train_clip(folder, net->config.resolution));
+        load_bar.update(static_cast<double>(clips.size()) / folders.size(), "reading clips");
+    }
+    load_bar.finish();
+
+    model::VaeTrainerOptions o;
+    o.lr = a.lr;
+    o.loss.kl_weight = a.kl_weight;
+    o.seed = a.seed;
+    model::VaeTrainer trainer(net->vae, o);
+    ProgressBar bar("train-vae");
+    const auto start = Clock::now();
+    model::StepStats stats;
+    const Metadata meta = {{"loopy.train.vae_steps", std::to_string(a.steps)}};
+    while (trainer.steps_done() < a.steps) {
+        stats = trainer.step(vae_batch(clips, a.seed, trainer.steps_done() * a.batch, a.batch));
+        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
+            model::save_loopy_checkpoint(a.out, *net, meta);
+        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
+        bar.update(static_cast<double>(stats.step) / a.steps,
+                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
+                   progress_detail(stats, per_step, a.steps - stats.step));
+    }
+    bar.finish();
+    std::printf("trained the VAE %lld steps in %.1f s, last loss %.5g; wrote %s\n",
+                static_cast<long long>(a.steps), seconds_since(start), stats.loss, a.out.c_str());
+    return 0;
+}
+
+void add_common(CLI::App* cmd, std::string& data, std::string& init, std::string& config,
+                uint64_t& seed, int& threads) {
+    cmd->add_option("--data", data, "Training clips (loopy synth's folder format)")
+        ->required()
+        ->check(CLI::ExistingDirectory);
+    cmd->add_option("--init", init, "Start from this Loopy checkpoint")->check(CLI::ExistingFile);
+    cmd->add_option("--config", config, "Start from a fresh network of this preset (tiny)");
+    cmd->add_option("--seed", seed, "Seed of the data order, masks, noise and fresh weights")
+        ->capture_default_str();
+    cmd->add_option("--threads", threads, "CPU threads (default: all cores)")
+        ->check(CLI::NonNegativeNumber);
+}
+
+}  // namespace
+
+Runner add_train_command(CLI::App& app) {
+    auto a = std::make_shared<TrainArgs>();
+    CLI::App* cmd = app.add_subcommand("train", "Train Loopy (stage 1: images, stage 2: video)");
+    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads);
+    cmd->add_option("-o,--out", a->out, "Run folder (model, training state, loss.csv)")->required();
+    cmd->add_option("--stage", a->stage, "1: image level, 2: video and audio")
+        ->check(CLI::IsMember({1, 2}))
+        ->capture_default_str();
+    cmd->add_option("--steps", a->steps, "Total optimiser steps")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--batch", a->batch, "Clips per step")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--lr", a->lr, "AdamW learning rate")->capture_default_str();
+    cmd->add_option("--warmup", a->warmup, "Linear learning-rate warm-up steps")
+        ->capture_default_str();
+    cmd->add_option("--weight-decay", a->weight_decay, "AdamW weight decay")->capture_default_str();
+    cmd->add_option("--max-grad-norm", a->max_grad_norm, "Gradient clipping (0: none)")
+        ->capture_default_str();
+    cmd->add_option("--ema", a->ema, "EMA decay, e.g. 0.999 (0: no EMA)")
+        ->check(CLI::Range(0.0, 0.999999))
+        ->capture_default_str();
+    cmd->add_option("--checkpoint-every", a->checkpoint_every, "Save every N steps")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_flag("--resume", a->resume, "Continue the run in --out bit for bit");
+    cmd->add_flag("--v-prediction", a->v_prediction, "Predict v instead of the noise");
+    return [a]() { return run_train(*a); };
+}
+
+Runner add_train_vae_command(CLI::App& app) {
+    auto a = std::make_shared<TrainVaeArgs>();
+    CLI::App* cmd = app.add_subcommand(
+        "train-vae", "Train the VAE of a small config and write a Loopy checkpoint");
+    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads);
+    cmd->add_option("-o,--out", a->out, "Loopy checkpoint to write")->required();
+    cmd->add_option("--steps", a->steps, "Optimiser steps")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--batch", a->batch, "Frames per step")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--lr", a->lr, "AdamW learning rate")->capture_default_str();
+    cmd->add_option("--kl", a->kl_weight, "KL weight")->capture_default_str();
+    cmd->add_option("--checkpoint-every", a->checkpoint_every, "Save every N steps")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_flag("-f,--force", a->force, "Replace an existing --out");
+    return [a]() { return run_train_vae(*a); };
+}
+
+}  // namespace loopy::cli

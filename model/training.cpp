@@ -1,0 +1,393 @@
+#include "model/training.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "model/temporal_segment.h"
+
+namespace loopy::model {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+    return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
+// The denoising U-Net's layers that stage 2 adds on top of the spatial network.
+bool temporal_or_audio_layer(const std::string& name) {
+    return contains(name, ".inter_clip_temporal.") || contains(name, ".audio_attentions.") ||
+           contains(name, ".motion_modules.");
+}
+
+uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// The audio tokens [B, F, N, D] of a batch: wav2vec over each item's window (with gradients:
+// the encoder trains in stage 2), then the audio projection.
+torch::Tensor batch_audio_tokens(LoopyModelImpl& model, const TrainingBatch& batch,
+                                 const AudioFeatureOptions& audio, int64_t frames) {
+    if (static_cast<int64_t>(batch.audio.size()) != batch.size())
+        throw Error("training batch: one audio window per item needed");
+    // Only the window's length and layout matter here, not where the clip starts.
+    const auto plan = plan_audio_window(model.config.audio_encoder_config(), audio, 0, frames);
+    std::vector<torch::Tensor> windows;
+    for (const auto& samples : batch.audio)
+        windows.push_back(clip_audio_windows(*model.audio_encoder, plan, audio, samples, frames));
+    return model.audio_proj(torch::stack(windows));
+}
+
+void check_batch(const TrainingBatch& b, TrainStage stage) {
+    if (!b.latents.defined() || b.latents.dim() != 5)
+        throw Error("training batch: latents must be [B, F, C, h, w]");
+    if (!b.reference.defined() || b.reference.dim() != 4 || b.reference.size(0) != b.size())
+        throw Error("training batch: reference must be [B, C, h, w]");
+    if (stage == TrainStage::Image) return;
+    if (!b.history.defined() || !b.history_valid.defined() || !b.head_variance.defined() ||
+        !b.expression_variance.defined())
+        throw Error("training batch: stage 2 needs the motion history and the variances");
+}
+
+int64_t metadata_int(const Metadata& m, const std::string& key, const std::string& source) {
+    auto it = m.find(key);
+    if (it == m.end()) throw Error(source + ": no '" + key + "' in its metadata");
+    return std::stoll(it->second);
+}
+
+}  // namespace
+
+TrainStage parse_train_stage(int stage) {
+    if (stage != 1 && stage != 2)
+        throw Error("training stage must be 1 or 2, got " + std::to_string(stage));
+    return static_cast<TrainStage>(stage);
+}
+
+bool trained_in_stage(const std::string& name, TrainStage stage) {
+    if (stage == TrainStage::Image)
+        return starts_with(name, "reference_unet.") ||
+               (starts_with(name, "denoising_unet.") && !temporal_or_audio_layer(name));
+    return (starts_with(name, "denoising_unet.") && temporal_or_audio_layer(name)) ||
+           starts_with(name, "audio_encoder.") || starts_with(name, "audio_proj.") ||
+           starts_with(name, "audio_to_latents.");
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> stage_parameters(torch::nn::Module& model,
+                                                                    TrainStage stage) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (const auto& item : model.named_parameters())
+        if (trained_in_stage(item.key(), stage)) out.emplace_back(item.key(), item.value());
+    return out;
+}
+
+ConditionMasks sample_condition_masks(int64_t batch, at::Generator& generator,
+                                      const MaskProbabilities& p) {
+    // One uniform draw per item and mask, in a fixed order.
+    auto u = torch::rand({3, batch}, generator, torch::kFloat64);
+    ConditionMasks m;
+    m.drop_audio = u[0] < p.audio;
+    m.drop_reference = u[1] < p.reference;
+    m.drop_motion = u[2] < p.motion;
+    m.condition = torch::randint(0, 3, {batch}, generator, torch::kLong);
+    return m;
+}
+
+torch::Tensor normalize_variance(const torch::Tensor& variance) {
+    return (torch::log10(variance.clamp_min(0) + 1e-7) + 5.0) / 2.0;
+}
+
+torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& scheduler,
+                             const TrainingBatch& batch, const LossOptions& options,
+                             at::Generator& generator) {
+    check_batch(batch, options.stage);
+    const bool video = options.stage == TrainStage::Video;
+    const int64_t b = batch.size();
+    const auto x0 = video ? batch.latents : batch.latents.narrow(1, 0, 1);
+    const auto masks = sample_condition_masks(b, generator, options.masks);
+    const auto t =
+        torch::randint(0, scheduler.config().num_train_timesteps, {b}, generator, torch::kLong);
+    const auto noise = torch::randn(x0.sizes(), generator, x0.options());
+
+    LoopyInputs in;
+    in.latents = scheduler.add_noise(x0, noise, t);
+    in.timestep = t;
+    in.drop.reference = masks.drop_reference;
+    if (!video) {
+        in.reference = model.reference_unet->encode_reference(batch.reference);
+    } else {
+        {
+            // The reference net is frozen in stage 2: no graph through it.
+            torch::NoGradGuard no_grad;
+            in.reference = model.reference_unet->encode_reference(batch.reference);
+            auto motion = abstract_history(batch.history, batch.history_valid,
+                                           model.config.temporal_segment, generator);
+            in.motion = model.reference_unet->encode_motion(motion.frames, motion.mask);
+        }
+        in.drop.audio = masks.drop_audio;
+        in.drop.motion = masks.drop_motion;
+        in.audio_tokens = batch_audio_tokens(model, batch, options.audio, x0.size(1));
+        in.motion_condition.type = masks.condition;
+        in.motion_condition.head_variance = normalize_variance(batch.head_variance);
+        in.motion_condition.expression_variance = normalize_variance(batch.expression_variance);
+    }
+    const auto prediction = model.predict_noise(in);
+    const auto target = options.v_prediction ? scheduler.velocity(x0, noise, t) : noise;
+    return torch::mse_loss(prediction, target);
+}
+
+// --- AdamW ---
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, Options options)
+    : params_(std::move(params)), options_(options) {
+    for (const auto& [name, p] : params_) {
+        (void)name;
+        slots_.push_back({torch::zeros_like(p), torch::zeros_like(p), 0});
+    }
+}
+
+void AdamW::zero_grad() {
+    for (auto& [name, p] : params_) {
+        (void)name;
+        p.mutable_grad() = torch::Tensor();
+    }
+}
+
+void AdamW::step(double lr) {
+    torch::NoGradGuard no_grad;
+    const auto& o = options_;
+    for (size_t i = 0; i < params_.size(); ++i) {
+        auto& p = params_[i].second;
+        if (!p.grad().defined()) continue;
+        const auto& g = p.grad();
+        auto& s = slots_[i];
+        s.step += 1;
+        p.mul_(1.0 - lr * o.weight_decay);
+        s.exp_avg.mul_(o.beta1).add_(g, 1.0 - o.beta1);
+        s.exp_avg_sq.mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+        const double bias1 = 1.0 - std::pow(o.beta1, static_cast<double>(s.step));
+        const double bias2 = 1.0 - std::pow(o.beta2, static_cast<double>(s.step));
+        const auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(o.eps);
+        p.addcdiv_(s.exp_avg, denom, -lr / bias1);
+    }
+}
+
+TensorMap AdamW::state() const {
+    TensorMap out;
+    for (size_t i = 0; i < params_.size(); ++i) {
+        const auto& name = params_[i].first;
+        out["adamw.exp_avg." + name] = slots_[i].exp_avg;
+        out["adamw.exp_avg_sq." + name] = slots_[i].exp_avg_sq;
+        out["adamw.step." + name] = torch::full({1}, slots_[i].step, torch::kLong);
+    }
+    return out;
+}
+
+void AdamW::load_state(const TensorMap& state) {
+    auto get = [&](const std::string& key, const torch::Tensor& like) {
+        auto it = state.find(key);
+        if (it == state.end()) throw Error("training state: '" + key + "' missing");
+        if (like.defined() && !it->second.sizes().equals(like.sizes()))
+            throw Error("training state: '" + key + "' has the wrong shape");
+        return it->second.to(torch::kCPU).clone();
+    };
+    for (size_t i = 0; i < params_.size(); ++i) {
+        const auto& [name, p] = params_[i];
+        slots_[i].exp_avg = get("adamw.exp_avg." + name, p).to(p.scalar_type());
+        slots_[i].exp_avg_sq = get("adamw.exp_avg_sq." + name, p).to(p.scalar_type());
+        slots_[i].step = get("adamw.step." + name, {}).item<int64_t>();
+    }
+}
+
+// --- Trainer ---
+
+namespace {
+
+// Sets requires_grad by stage and returns the trained parameters.
+std::vector<std::pair<std::string, torch::Tensor>> prepare_parameters(LoopyModelImpl& model,
+                                                                      TrainStage stage) {
+    for (auto& item : model.named_parameters())
+        item.value().set_requires_grad(trained_in_stage(item.key(), stage));
+    return stage_parameters(model, stage);
+}
+
+}  // namespace
+
+double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      double max_norm) {
+    torch::NoGradGuard no_grad;
+    double sum = 0;
+    for (const auto& [name, p] : params)
+        if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
+    const double norm = std::sqrt(sum);
+    if (max_norm > 0 && norm > max_norm) {
+        const double scale = max_norm / (norm + 1e-6);
+        for (const auto& [name, p] : params)
+            if (p.grad().defined()) p.grad().mul_(scale);
+    }
+    return norm;
+}
+
+Trainer::Trainer(LoopyModel model, TrainerOptions options)
+    : model_(std::move(model)),
+      options_(options),
+      optimizer_(prepare_parameters(*model_, options.stage), options.adamw) {
+    model_->to(torch::kCPU, torch::kFloat32);
+    model_->train();
+    if (options_.ema_decay < 0 || options_.ema_decay >= 1)
+        throw Error("EMA decay must be in [0, 1)");
+    if (options_.ema_decay > 0)
+        for (const auto& [name, p] : optimizer_.params())
+            ema_.push_back(p.detach().clone());
+}
+
+at::Generator Trainer::step_generator() const {
+    const uint64_t step = options_.repeat_randomness ? 0 : static_cast<uint64_t>(step_);
+    return at::detail::createCPUGenerator(splitmix64(options_.seed ^ splitmix64(step + 1)));
+}
+
+double Trainer::lr_at(int64_t step) const {
+    if (options_.warmup_steps <= 0) return options_.lr;
+    const double ramp = static_cast<double>(step + 1) / static_cast<double>(options_.warmup_steps);
+    return options_.lr * std::min(1.0, ramp);
+}
+
+void Trainer::update_ema() {
+    if (ema_.empty()) return;
+    torch::NoGradGuard no_grad;
+    const auto& params = optimizer_.params();
+    for (size_t i = 0; i < ema_.size(); ++i)
+        ema_[i].mul_(options_.ema_decay).add_(params[i].second, 1.0 - options_.ema_decay);
+}
+
+DeterministicGuard::DeterministicGuard() : mkldnn_(at::globalContext().userEnabledMkldnn()) {
+    at::globalContext().setUserEnabledMkldnn(false);
+}
+
+DeterministicGuard::~DeterministicGuard() {
+    at::globalContext().setUserEnabledMkldnn(mkldnn_);
+}
+
+StepStats Trainer::step(const TrainingBatch& batch) {
+    DeterministicGuard deterministic;
+    auto generator = step_generator();
+    LossOptions loss_options;
+    loss_options.stage = options_.stage;
+    loss_options.v_prediction = options_.v_prediction;
+    loss_options.masks = options_.masks;
+    loss_options.audio.window = model_->config.audio_projection.window;
+    loss_options.audio.context_seconds = options_.audio_context_seconds;
+
+    optimizer_.zero_grad();
+    auto loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generator);
+    loss.backward();
+    StepStats stats;
+    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
+    stats.lr = lr_at(step_);
+    optimizer_.step(stats.lr);
+    optimizer_.zero_grad();  // frees the gradients between steps
+    update_ema();
+    stats.loss = loss.item<double>();
+    stats.step = ++step_;
+    return stats;
+}
+
+void Trainer::save(const std::string& dir, int64_t samples_seen) const {
+    fs::create_directories(dir);
+    auto& model = *model_.ptr();
+    const Metadata meta = {
+        {"loopy.train.step", std::to_string(step_)},
+        {"loopy.train.stage", std::to_string(static_cast<int>(options_.stage))},
+        {"loopy.train.seed", std::to_string(options_.seed)},
+        {"loopy.train.samples_seen", std::to_string(samples_seen)},
+        {"loopy.train.prediction_type", options_.v_prediction ? "v_prediction" : "epsilon"}};
+    save_loopy_checkpoint((fs::path(dir) / kTrainModelFile).string(), model, meta);
+
+    auto state = optimizer_.state();
+    const auto& params = optimizer_.params();
+    if (!ema_.empty()) {
+        auto tensors = state_dict(model);
+        for (size_t i = 0; i < ema_.size(); ++i) {
+            tensors[params[i].first] = ema_[i];
+            state["ema." + params[i].first] = ema_[i];
+        }
+        auto ema_meta = loopy_metadata(model.config);
+        ema_meta.insert(meta.begin(), meta.end());
+        save_safetensors((fs::path(dir) / kTrainEmaFile).string(), tensors, ema_meta);
+    }
+    save_safetensors((fs::path(dir) / kTrainStateFile).string(), state, meta);
+}
+
+int64_t Trainer::resume(const std::string& dir) {
+    const auto state_path = (fs::path(dir) / kTrainStateFile).string();
+    const auto model_path = (fs::path(dir) / kTrainModelFile).string();
+    Metadata state_meta, model_meta;
+    const auto state = load_safetensors(state_path, &state_meta);
+    const auto tensors = load_safetensors(model_path, &model_meta);
+    const int64_t step = metadata_int(state_meta, "loopy.train.step", state_path);
+    if (metadata_int(model_meta, "loopy.train.step", model_path) != step)
+        throw Error(dir +
+                    ": the model and the training state are from different steps (a save "
+                    "was interrupted); restart from an earlier copy");
+    if (metadata_int(state_meta, "loopy.train.stage", state_path) !=
+        static_cast<int>(options_.stage))
+        throw Error(state_path + ": saved by a run of another training stage");
+    if (state_meta.at("loopy.train.seed") != std::to_string(options_.seed))
+        throw Error(state_path + ": saved by a run with another --seed");
+    if (loopy_config_from_metadata(model_meta, model_path).to_json() != model_->config.to_json())
+        throw Error(model_path + ": its config differs from the model being trained");
+
+    load_state_dict(*model_, tensors, {}, model_path);
+    optimizer_.load_state(state);
+    const auto& params = optimizer_.params();
+    for (size_t i = 0; i < ema_.size(); ++i) {
+        auto it = state.find("ema." + params[i].first);
+        if (it == state.end()) throw Error(state_path + ": no EMA weights (saved without --ema)");
+        ema_[i] = it->second.to(torch::kFloat32).clone();
+    }
+    step_ = step;
+    return metadata_int(state_meta, "loopy.train.samples_seen", state_path);
+}
+
+// --- LossLog ---
+
+LossLog::LossLog(const std::string& path, int64_t resume_step) {
+    std::vector<std::string> kept;
+    if (resume_step > 0) {
+        std::ifstream in(path);
+        std::string line;
+        std::getline(in, line);  // header
+        while (std::getline(in, line))
+            if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= resume_step)
+                kept.push_back(line);
+    }
+    out_.open(path, std::ios::trunc);
+    if (!out_) throw Error("cannot write " + path);
+    out_ << "step,loss,lr,seconds\n";
+    for (const auto& line : kept)
+        out_ << line << "\n";
+    out_.flush();
+}
+
+void LossLog::append(const StepStats& stats, double seconds) {
+    char line[128];
+    std::snprintf(line, sizeof line, "%lld,%.8g,%.6g,%.4f\n", static_cast<long long>(stats.step),
+                  stats.loss, stats.lr, seconds);
+    out_ << line;
+    out_.flush();
+}
+
+}  // namespace loopy::model

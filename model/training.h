@@ -1,0 +1,205 @@
+#pragma once
+// Training Loopy (docs/training.md): the diffusion loss with the method's condition masks, the
+// two training stages and which parameters each trains, AdamW, gradient clipping, EMA, and
+// checkpoints that resume bit for bit. No data loading here (render/train_data.h fills a
+// TrainingBatch).
+//
+// Randomness: every draw of a step (masks, timesteps, noise, TSM sampling) comes from a generator
+// seeded by (seed, step) alone, so the random state after N steps is N itself, and a resumed run
+// draws exactly what an uninterrupted one would.
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/checkpoint.h"
+#include "model/audio_features.h"
+#include "model/ddim.h"
+#include "model/loopy_model.h"
+
+namespace loopy::model {
+
+// One batch of training clips, all in VAE latent space (latents * scaling_factor).
+struct TrainingBatch {
+    torch::Tensor latents;        // target frames [B, F, C, h, w]
+    torch::Tensor history;        // the H frames before them [B, H, C, h, w], oldest first
+    torch::Tensor history_valid;  // bool [B, H]: false where the video had no frame (zeros)
+    torch::Tensor reference;      // a frame of the same clip [B, C, h, w]
+    // Per item: the samples of the clip's wav2vec window, exactly plan_audio_window(first frame,
+    // F) of the clip's audio with zeros outside it (what inference feeds the audio encoder).
+    std::vector<std::vector<float>> audio;
+    torch::Tensor head_variance;        // [B, 1]: the raw keypoint variance of the F frames
+    torch::Tensor expression_variance;  // [B, 1]
+
+    int64_t size() const { return latents.defined() ? latents.size(0) : 0; }
+};
+
+// Stage 1: images (one frame, reference net + spatial layers). Stage 2: clips (temporal and
+// audio layers, audio projection, audio-to-latents and the audio encoder).
+enum class TrainStage : int { Image = 1, Video = 2 };
+TrainStage parse_train_stage(int stage);  // throws loopy::Error unless 1 or 2
+
+// Whether `name` (a LoopyModel parameter name) is trained in `stage`. See docs/training.md.
+bool trained_in_stage(const std::string& name, TrainStage stage);
+// The trained parameters of `stage`, by name, in the model's parameter order.
+std::vector<std::pair<std::string, torch::Tensor>> stage_parameters(torch::nn::Module& model,
+                                                                    TrainStage stage);
+
+// --- condition masks ---
+
+struct MaskProbabilities {
+    double audio = 0.10;      // drop audio attention and the motion latent
+    double reference = 0.15;  // drop the reference (and with it the motion frames)
+    double motion = 0.40;     // drop the motion frames (independently of the others)
+};
+
+struct ConditionMasks {
+    torch::Tensor drop_audio;      // bool [B]
+    torch::Tensor drop_reference;  // bool [B]
+    torch::Tensor drop_motion;     // bool [B], as drawn (the model also drops it with reference)
+    torch::Tensor condition;       // int64 [B]: MotionCondition, each with probability 1/3
+};
+
+ConditionMasks sample_condition_masks(int64_t batch, at::Generator& generator,
+                                      const MaskProbabilities& p = {});
+
+// The head / expression variance as audio-to-latents reads it: log-scaled so that the synthetic
+// data's range (about 1e-7 .. 1e-3) maps to about -1 .. 1.
+torch::Tensor normalize_variance(const torch::Tensor& variance);
+
+// --- the loss ---
+
+struct LossOptions {
+    TrainStage stage = TrainStage::Video;
+    bool v_prediction = false;  // target sqrt(a) eps - sqrt(1 - a) x0 instead of eps
+    MaskProbabilities masks;
+    AudioFeatureOptions audio;  // window from the config, context as inference uses it
+};
+
+// Mean squared error of the model's prediction for one batch (forward only). Stage 1 uses only
+// the first target frame and no motion / audio inputs.
+torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& scheduler,
+                             const TrainingBatch& batch, const LossOptions& options,
+                             at::Generator& generator);
+
+// --- the optimiser ---
+
+// AdamW as torch.optim.AdamW (decoupled weight decay, bias correction, no amsgrad), with its
+// state by parameter name so it saves to safetensors; parameters without a gradient are skipped.
+class AdamW {
+  public:
+    struct Options {
+        double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2;
+    };
+    AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, Options options);
+
+    void zero_grad();
+    void step(double lr);
+    // "adamw.exp_avg.<name>", "adamw.exp_avg_sq.<name>", "adamw.step.<name>" (int64 [1]).
+    TensorMap state() const;
+    void load_state(const TensorMap& state);  // strict: every parameter's state must be there
+    const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
+
+  private:
+    struct Slot {
+        torch::Tensor exp_avg, exp_avg_sq;
+        int64_t step = 0;
+    };
+    std::vector<std::pair<std::string, torch::Tensor>> params_;
+    std::vector<Slot> slots_;
+    Options options_;
+};
+
+// Scales the gradients so that their global L2 norm is at most max_norm (<= 0: never); returns
+// the norm before scaling.
+double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      double max_norm);
+
+// Turns oneDNN off while it lives: its convolution backward (the wav2vec CNN) is not bit-for-bit
+// reproducible on the CPU, which would break resuming. ATen's own kernels are.
+class DeterministicGuard {
+  public:
+    DeterministicGuard();
+    ~DeterministicGuard();
+    DeterministicGuard(const DeterministicGuard&) = delete;
+    DeterministicGuard& operator=(const DeterministicGuard&) = delete;
+
+  private:
+    bool mkldnn_;
+};
+
+// --- the trainer ---
+
+struct TrainerOptions {
+    TrainStage stage = TrainStage::Video;
+    double lr = 1e-5;
+    int64_t warmup_steps = 0;  // linear warm-up of the learning rate from 0
+    AdamW::Options adamw;
+    double max_grad_norm = 1.0;  // <= 0: no clipping
+    double ema_decay = 0.0;      // 0: no EMA
+    bool v_prediction = false;
+    MaskProbabilities masks;
+    double audio_context_seconds = 1.0;  // as ModelOptions::audio_context_seconds
+    uint64_t seed = 0;
+    // Draw the same masks, timesteps and noise at every step (an overfitting check).
+    bool repeat_randomness = false;
+};
+
+struct StepStats {
+    int64_t step = 0;  // steps done after this one
+    double loss = 0, lr = 0, grad_norm = 0;
+};
+
+// Files of a training run's folder.
+inline constexpr const char* kTrainModelFile = "model.safetensors";
+inline constexpr const char* kTrainEmaFile = "model_ema.safetensors";
+inline constexpr const char* kTrainStateFile = "train_state.safetensors";
+inline constexpr const char* kTrainLossFile = "loss.csv";
+
+class Trainer {
+  public:
+    // Freezes every parameter the stage does not train (the VAE always). The model is put in
+    // training mode, on the CPU, float32.
+    Trainer(LoopyModel model, TrainerOptions options);
+
+    StepStats step(const TrainingBatch& batch);  // one optimiser step
+    int64_t steps_done() const { return step_; }
+    double lr_at(int64_t step) const;
+    LoopyModelImpl& model() { return *model_; }
+    const TrainerOptions& options() const { return options_; }
+
+    // Atomic writes of DIR/model.safetensors (a Loopy checkpoint `loopy render` reads), with EMA
+    // DIR/model_ema.safetensors (the EMA weights, for rendering), then DIR/train_state.safetensors
+    // (optimiser, EMA, step, seed, samples seen; written last: it marks a complete save).
+    void save(const std::string& dir, int64_t samples_seen) const;
+    // Loads the model and the state saved by save(); returns the samples seen. Throws if the
+    // files disagree (a save interrupted between files) or the options differ in stage or seed.
+    int64_t resume(const std::string& dir);
+
+  private:
+    at::Generator step_generator() const;
+    void update_ema();
+
+    LoopyModel model_;
+    TrainerOptions options_;
+    DDIMScheduler scheduler_;
+    AdamW optimizer_;
+    std::vector<torch::Tensor> ema_;  // shadows of optimizer_.params() (empty: no EMA)
+    int64_t step_ = 0;
+};
+
+// The loss log, DIR/loss.csv: "step,loss,lr,seconds" (seconds: the step's wall time). When
+// resuming from step N, rows after N (written after the last checkpoint) are dropped first.
+class LossLog {
+  public:
+    LossLog(const std::string& path, int64_t resume_step);
+    void append(const StepStats& stats, double seconds);
+
+  private:
+    std::ofstream out_;
+};
+
+}  // namespace loopy::model

@@ -1,0 +1,65 @@
+#include "model/vae_training.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+namespace loopy::model {
+
+namespace {
+
+std::vector<std::pair<std::string, torch::Tensor>> named_vae_parameters(AutoencoderKLImpl& vae) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (auto& item : vae.named_parameters()) {
+        item.value().set_requires_grad(true);
+        out.emplace_back(item.key(), item.value());
+    }
+    return out;
+}
+
+uint64_t mix(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+}  // namespace
+
+VaeLoss vae_loss(AutoencoderKLImpl& vae, const torch::Tensor& images, const VaeLossOptions& options,
+                 at::Generator& generator) {
+    const auto posterior = vae.encode(images);
+    const auto z = posterior.sample(generator);
+    const auto out = vae.decode(z);
+    VaeLoss loss;
+    loss.reconstruction = options.l1_weight * torch::l1_loss(out, images) +
+                          options.mse_weight * torch::mse_loss(out, images);
+    const auto var = posterior.std.pow(2);
+    loss.kl = 0.5 * (posterior.mean.pow(2) + var - 1.0 - posterior.logvar).flatten(1).sum(1).mean();
+    loss.total = loss.reconstruction + options.kl_weight * loss.kl;
+    return loss;
+}
+
+VaeTrainer::VaeTrainer(AutoencoderKL vae, VaeTrainerOptions options)
+    : vae_(std::move(vae)),
+      options_(options),
+      optimizer_(named_vae_parameters(*vae_), options.adamw) {
+    vae_->train();
+}
+
+StepStats VaeTrainer::step(const torch::Tensor& images) {
+    DeterministicGuard deterministic;
+    auto generator =
+        at::detail::createCPUGenerator(mix(options_.seed ^ mix(static_cast<uint64_t>(step_) + 1)));
+    optimizer_.zero_grad();
+    auto loss = vae_loss(*vae_, images, options_.loss, generator);
+    loss.total.backward();
+    StepStats stats;
+    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
+    stats.lr = options_.lr;
+    optimizer_.step(stats.lr);
+    optimizer_.zero_grad();
+    stats.loss = loss.total.item<double>();
+    stats.step = ++step_;
+    return stats;
+}
+
+}  // namespace loopy::model

@@ -1,0 +1,173 @@
+// The training data loader (render/train_data.h) on clips made by loopy::synth, and training on
+// them: the micro network overfits one clip.
+#include <QtTest>
+
+#include <unistd.h>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "model/training.h"
+#include "pipeline/tiny_model.h"
+#include "render/synth_dataset.h"
+#include "render/train_data.h"
+#include "test_util.h"
+
+using namespace loopy;
+
+namespace {
+
+constexpr int64_t kFramesPerClip = 100;  // 4 s at 25 fps
+
+}  // namespace
+
+class TrainDataTest : public QObject {
+    Q_OBJECT
+
+    std::string dir_;
+    model::LoopyConfig config_ = test::micro_config();
+    model::LoopyModel net_{nullptr};
+
+  private Q_SLOTS:
+    void initTestCase() {
+        torch::set_num_threads(1);
+        dir_ = (std::filesystem::temp_directory_path() /
+                ("loopy_train_data_" + std::to_string(::getpid())))
+                   .string();
+        synth::SynthOptions o;
+        o.out = dir_;
+        o.clips = 2;
+        o.seed = 5;
+        o.clip.size = 128;
+        o.clip.seconds = 4.0;
+        synth::run_synth(o);
+        net_ = test::random_network(config_);
+    }
+
+    void cleanupTestCase() { std::filesystem::remove_all(dir_); }
+
+    void findsAndReadsClips() {
+        const auto clips = render::find_train_clips(dir_);
+        QCOMPARE(clips.size(), size_t{2});
+        const auto clip = render::read_train_clip(clips[0], 32);
+        QCOMPARE(clip.name, std::string("clip_0000005"));
+        QCOMPARE(clip.frame_count(), kFramesPerClip);
+        QCOMPARE(clip.frames.sizes().vec(), (std::vector<int64_t>{kFramesPerClip, 3, 32, 32}));
+        QCOMPARE(static_cast<int64_t>(clip.audio.size()), kFramesPerClip * model::kSamplesPerFrame);
+        QCOMPARE(clip.expression.size(1), int64_t{30});
+        QVERIFY(test::contains(test::error_of([] { render::find_train_clips("/nonexistent"); }),
+                               "not a folder"));
+    }
+
+    void variancesMatchTruth() {
+        const auto folder = render::find_train_clips(dir_)[1];
+        const auto clip = render::read_train_clip(folder, 32);
+        std::ifstream in(folder + "/truth.json");
+        const auto truth = nlohmann::json::parse(in);
+        int checked = 0;
+        for (const auto& w : truth.at("windows")) {
+            const auto first = w.at("first_frame").get<int64_t>();
+            const double head = w.at("head_variance").get<double>();
+            const double expr = w.at("expression_variance").get<double>();
+            // truth.json keeps keypoints to 1e-3 px; the variances come from the exact ones.
+            QVERIFY(std::abs(render::head_movement_variance(clip, first, 12) - head) <
+                    1e-3 * head + 1e-9);
+            QVERIFY(std::abs(render::expression_variance(clip, first, 12) - expr) <
+                    1e-3 * expr + 1e-9);
+            ++checked;
+        }
+        QCOMPARE(checked, 8);
+    }
+
+    void batchesFollowInference() {
+        render::TrainDataOptions o;
+        o.frames = config_.num_frames;
+        o.seed = 3;
+        render::TrainDataset data(dir_, config_, *net_->vae, o);
+        QCOMPARE(data.clip_count(), int64_t{2});
+        const int64_t b = 6, h = config_.history_frames(), f = config_.num_frames;
+        const auto batch = data.batch(4, b);
+        const int64_t s = config_.latent_size();
+        QCOMPARE(batch.latents.sizes().vec(), (std::vector<int64_t>{b, f, 4, s, s}));
+        QCOMPARE(batch.history.sizes().vec(), (std::vector<int64_t>{b, h, 4, s, s}));
+        QCOMPARE(batch.reference.sizes().vec(), (std::vector<int64_t>{b, 4, s, s}));
+        for (int64_t i = 0; i < b; ++i) {
+            const auto src = data.source(4 + i);
+            const auto& lat = data.clip_latents(src.clip);
+            QVERIFY(torch::equal(batch.latents[i], lat.narrow(0, src.first_frame, f)));
+            QVERIFY(torch::equal(batch.reference[i], lat[src.reference_frame]));
+            // The frames just before the clip are the history's last ones; older ones masked.
+            const int64_t known = std::min(h, src.first_frame);
+            QCOMPARE(batch.history_valid[i].sum().item<int64_t>(), known);
+            if (known > 0)
+                QVERIFY(torch::equal(batch.history[i].narrow(0, h - known, known),
+                                     lat.narrow(0, src.first_frame - known, known)));
+            QVERIFY(batch.history[i].narrow(0, 0, h - known).abs().sum().item<double>() == 0);
+            // Audio: inference's window for these frames, zeros outside the clip.
+            const auto plan = model::plan_audio_window(config_.audio_encoder_config(), o.audio,
+                                                       src.first_frame, f);
+            const auto& samples = batch.audio[static_cast<size_t>(i)];
+            QCOMPARE(static_cast<int64_t>(samples.size()), plan.num_samples);
+            const auto& audio = data.clip(src.clip).audio;
+            for (int64_t k = 0; k < plan.num_samples; k += 97) {
+                const int64_t at = plan.first_sample + k;
+                const float want = at >= 0 && at < static_cast<int64_t>(audio.size())
+                                       ? audio[static_cast<size_t>(at)]
+                                       : 0.0f;
+                QCOMPARE(samples[static_cast<size_t>(k)], want);
+            }
+            QCOMPARE(batch.head_variance[i][0].item<float>(),
+                     static_cast<float>(
+                         render::head_movement_variance(data.clip(src.clip), src.first_frame, f)));
+        }
+    }
+
+    void orderIsSeededAndVisitsEveryClip() {
+        render::TrainDataOptions o;
+        o.seed = 9;
+        render::TrainDataset a(dir_, config_, *net_->vae, o), b(dir_, config_, *net_->vae, o);
+        o.seed = 10;
+        render::TrainDataset c(dir_, config_, *net_->vae, o);
+        bool differs = false;
+        for (int64_t n = 0; n < 40; n += 2) {
+            const auto x = a.source(n), y = b.source(n), z = c.source(n);
+            QCOMPARE(x.clip, y.clip);
+            QCOMPARE(x.first_frame, y.first_frame);
+            QCOMPARE(x.reference_frame, y.reference_frame);
+            differs = differs || x.first_frame != z.first_frame;
+            // Each epoch (2 samples) visits both clips.
+            QCOMPARE(a.source(n).clip + a.source(n + 1).clip, int64_t{1});
+            QVERIFY(x.first_frame >= 0 && x.first_frame + o.frames <= kFramesPerClip);
+        }
+        QVERIFY(differs);
+    }
+
+    // Stage 2 trains only the temporal and audio layers on top of a random spatial network, so
+    // its loss cannot fall as far in the same number of steps (measured: 1.18 -> 0.52).
+    void stageTwoOverfitsOneBatch() { overfit(model::TrainStage::Video, config_.num_frames, 2); }
+    void stageOneOverfitsOneBatch() { overfit(model::TrainStage::Image, 1, 5); }
+
+  private:
+    // The same batch, noise and timesteps every step at a high learning rate: the loss must fall
+    // by at least `factor` within 150 steps.
+    void overfit(model::TrainStage stage, int64_t frames, double factor) {
+        render::TrainDataOptions o;
+        o.frames = frames;
+        render::TrainDataset data(dir_, config_, *net_->vae, o);
+        const auto batch = data.batch(0, 2);
+        model::TrainerOptions t;
+        t.stage = stage;
+        t.lr = 1e-3;
+        t.repeat_randomness = true;
+        model::Trainer trainer(test::random_network(config_, 4), t);
+        const double first = trainer.step(batch).loss;
+        double last = first;
+        for (int i = 0; i < 150 && last > first / factor; ++i)
+            last = trainer.step(batch).loss;
+        QVERIFY2(last < first / factor, qPrintable(QString("loss %1 -> %2").arg(first).arg(last)));
+    }
+};
+
+QTEST_GUILESS_MAIN(TrainDataTest)
+#include "test_train_data.moc"

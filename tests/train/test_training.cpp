@@ -1,0 +1,267 @@
+// The training core (model/training.h) on random batches with the micro network: condition-mask
+// statistics, which parameters each stage trains, bit-for-bit resume and EMA.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <QtTest>
+#include <cmath>
+#include <filesystem>
+
+#include "model/training.h"
+#include "model/vae_training.h"
+#include "pipeline/tiny_model.h"
+#include "test_util.h"
+
+using namespace loopy;
+using model::TrainStage;
+
+namespace {
+
+// A random batch of `b` items for `config`, fully determined by `seed`.
+model::TrainingBatch random_batch(const model::LoopyConfig& config, int64_t b, uint64_t seed) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    const int64_t c = config.vae_config().latent_channels, s = config.latent_size();
+    const int64_t f = config.num_frames, h = config.history_frames();
+    model::TrainingBatch batch;
+    batch.latents = torch::randn({b, f, c, s, s}, gen);
+    batch.history = torch::randn({b, h, c, s, s}, gen);
+    batch.history_valid = torch::rand({b, h}, gen) < 0.7;
+    batch.reference = torch::randn({b, c, s, s}, gen);
+    const auto plan = model::plan_audio_window(config.audio_encoder_config(), {}, 0, f);
+    for (int64_t i = 0; i < b; ++i) {
+        auto wave = torch::randn({plan.num_samples}, gen) * 0.1;
+        batch.audio.emplace_back(wave.data_ptr<float>(), wave.data_ptr<float>() + wave.numel());
+    }
+    batch.head_variance = torch::rand({b, 1}, gen) * 1e-4;
+    batch.expression_variance = torch::rand({b, 1}, gen) * 1e-4;
+    return batch;
+}
+
+std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& module) {
+    std::map<std::string, torch::Tensor> out;
+    for (const auto& p : module.named_parameters())
+        out[p.key()] = p.value().detach().clone();
+    return out;
+}
+
+bool is_temporal_or_audio(const std::string& name) {
+    return test::contains(name, "inter_clip_temporal") ||
+           test::contains(name, "audio_attentions") || test::contains(name, "motion_modules") ||
+           name.rfind("audio_", 0) == 0;
+}
+
+// Trains `steps` steps and returns the trainer (micro network, random start weights).
+model::TrainerOptions fast_options(TrainStage stage) {
+    model::TrainerOptions o;
+    o.stage = stage;
+    o.lr = 1e-3;
+    o.seed = 11;
+    return o;
+}
+
+QString temp_dir(const char* name) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("loopy_train_test_" + std::to_string(::getpid()) + "_" + name);
+    std::filesystem::remove_all(dir);
+    return QString::fromStdString(dir.string());
+}
+
+}  // namespace
+
+class TrainingTest : public QObject {
+    Q_OBJECT
+
+  private Q_SLOTS:
+    void initTestCase() { torch::set_num_threads(1); }
+
+    void maskStatisticsMatchTheMethod() {
+        auto gen = at::detail::createCPUGenerator(123);
+        const int64_t n = 40000;
+        const auto m = model::sample_condition_masks(n, gen);
+        auto check = [&](const torch::Tensor& flags, double p, const char* what) {
+            const double rate = flags.to(torch::kFloat64).mean().item<double>();
+            const double sigma = std::sqrt(p * (1 - p) / static_cast<double>(n));
+            QVERIFY2(std::abs(rate - p) < 4 * sigma,
+                     qPrintable(QString("%1: %2 vs %3").arg(what).arg(rate).arg(p)));
+        };
+        check(m.drop_audio, 0.10, "audio");
+        check(m.drop_reference, 0.15, "reference");
+        check(m.drop_motion, 0.40, "motion");
+        // The model drops motion frames with the reference too: 1 - 0.85 * 0.6.
+        check(m.drop_motion | m.drop_reference, 1 - 0.85 * 0.6, "motion effective");
+        // Independence: both audio and reference dropped at 0.10 * 0.15.
+        check(m.drop_audio & m.drop_reference, 0.015, "audio and reference");
+        for (int64_t c = 0; c < 3; ++c)
+            check(m.condition == c, 1.0 / 3.0, "condition");
+        QCOMPARE(m.condition.min().item<int64_t>(), 0);
+        QCOMPARE(m.condition.max().item<int64_t>(), 2);
+    }
+
+    void masksAreSeeded() {
+        auto a = at::detail::createCPUGenerator(5), b = at::detail::createCPUGenerator(5);
+        const auto x = model::sample_condition_masks(64, a),
+                   y = model::sample_condition_masks(64, b);
+        QVERIFY(torch::equal(x.drop_audio, y.drop_audio));
+        QVERIFY(torch::equal(x.condition, y.condition));
+    }
+
+    void stageParameterLists() {
+        auto net = test::random_network(test::micro_config());
+        const auto s1 = model::stage_parameters(*net, TrainStage::Image);
+        const auto s2 = model::stage_parameters(*net, TrainStage::Video);
+        QVERIFY(!s1.empty() && !s2.empty());
+        for (const auto& [name, p] : s1) {
+            QVERIFY2(!is_temporal_or_audio(name) && name.rfind("vae.", 0) != 0, name.c_str());
+        }
+        for (const auto& [name, p] : s2)
+            QVERIFY2(is_temporal_or_audio(name), name.c_str());
+        for (const auto& p : net->named_parameters())
+            QVERIFY2(!(model::trained_in_stage(p.key(), TrainStage::Image) &&
+                       model::trained_in_stage(p.key(), TrainStage::Video)),
+                     p.key().c_str());
+        // Every audio encoder / projection / audio-to-latents weight trains in stage 2.
+        bool encoder = false;
+        for (const auto& [name, p] : s2)
+            encoder = encoder || name.rfind("audio_encoder.", 0) == 0;
+        QVERIFY(encoder);
+    }
+
+    void stageOneTrainsOnlySpatialLayers() { check_stage(TrainStage::Image); }
+    void stageTwoTrainsOnlyTemporalAndAudioLayers() { check_stage(TrainStage::Video); }
+
+    void resumeIsBitForBitStageOne() { check_resume(TrainStage::Image); }
+    void resumeIsBitForBitStageTwo() { check_resume(TrainStage::Video); }
+
+  private:
+    void check_resume(TrainStage stage) {
+        const auto config = test::micro_config();
+        auto opts = fast_options(stage);
+        opts.ema_decay = 0.9;
+        const int64_t n = 2;
+        auto batch = [&](int64_t step) { return random_batch(config, 2, 100 + step); };
+
+        model::Trainer straight(test::random_network(config), opts);
+        for (int64_t i = 0; i < 2 * n; ++i)
+            straight.step(batch(i));
+
+        const auto dir = temp_dir("resume").toStdString();
+        {
+            model::Trainer first(test::random_network(config), opts);
+            for (int64_t i = 0; i < n; ++i)
+                first.step(batch(i));
+            first.save(dir, n * 2);
+        }
+        model::Trainer resumed(test::random_network(config, 99), opts);  // other start weights
+        QCOMPARE(resumed.resume(dir), n * 2);
+        for (int64_t i = n; i < 2 * n; ++i)
+            resumed.step(batch(i));
+
+        const auto a = snapshot(straight.model()), b = snapshot(resumed.model());
+        for (const auto& [name, value] : a)
+            QVERIFY2(torch::equal(value, b.at(name)), name.c_str());
+        // The EMA export matches too.
+        straight.save(dir + "_a", 0);
+        resumed.save(dir + "_b", 0);
+        const auto ea = load_safetensors(dir + "_a/" + model::kTrainEmaFile);
+        const auto eb = load_safetensors(dir + "_b/" + model::kTrainEmaFile);
+        for (const auto& [name, value] : ea)
+            QVERIFY2(torch::equal(value, eb.at(name)), name.c_str());
+        // The saved model is a Loopy checkpoint `loopy render` can load.
+        auto loaded = model::load_loopy_checkpoint(dir + "_a/" + model::kTrainModelFile);
+        QVERIFY(torch::equal(loaded->audio_proj->proj1->weight, a.at("audio_proj.proj1.weight")));
+        for (const auto& d : {dir, dir + "_a", dir + "_b"})
+            std::filesystem::remove_all(d);
+    }
+
+  private Q_SLOTS:
+    void resumeRejectsAnotherStage() {
+        const auto config = test::micro_config();
+        const auto dir = temp_dir("stage").toStdString();
+        model::Trainer one(test::random_network(config), fast_options(TrainStage::Image));
+        one.save(dir, 0);
+        model::Trainer two(test::random_network(config), fast_options(TrainStage::Video));
+        QVERIFY(test::contains(test::error_of([&] { two.resume(dir); }), "stage"));
+        std::filesystem::remove_all(dir);
+    }
+
+    void adamwMatchesTheFormula() {
+        // One parameter, two steps, against the update written out by hand.
+        auto p = torch::tensor({1.0, -2.0}, torch::kFloat64).set_requires_grad(true);
+        model::AdamW::Options o;
+        o.weight_decay = 0.1;
+        model::AdamW opt({{"p", p}}, o);
+        const double lr = 0.01;
+        double ref[2] = {1.0, -2.0}, m[2] = {0, 0}, v[2] = {0, 0};
+        const double g[2][2] = {{0.5, -1.0}, {0.25, 2.0}};
+        for (int t = 1; t <= 2; ++t) {
+            p.mutable_grad() = torch::tensor({g[t - 1][0], g[t - 1][1]}, torch::kFloat64);
+            opt.step(lr);
+            for (int i = 0; i < 2; ++i) {
+                ref[i] *= 1 - lr * o.weight_decay;
+                m[i] = o.beta1 * m[i] + (1 - o.beta1) * g[t - 1][i];
+                v[i] = o.beta2 * v[i] + (1 - o.beta2) * g[t - 1][i] * g[t - 1][i];
+                const double mh = m[i] / (1 - std::pow(o.beta1, t));
+                const double vh = std::sqrt(v[i]) / std::sqrt(1 - std::pow(o.beta2, t));
+                ref[i] -= lr * mh / (vh + o.eps);
+            }
+        }
+        QVERIFY(std::abs(p[0].item<double>() - ref[0]) < 1e-12);
+        QVERIFY(std::abs(p[1].item<double>() - ref[1]) < 1e-12);
+    }
+
+    void gradientClipping() {
+        auto p = torch::zeros({2}).set_requires_grad(true);
+        p.mutable_grad() = torch::tensor({3.0f, 4.0f});
+        QCOMPARE(model::clip_gradients({{"p", p}}, 1.0), 5.0);
+        QVERIFY(std::abs(p.grad().norm().item<double>() - 1.0) < 1e-5);
+    }
+
+    void vaeTrainingReducesTheLoss() {
+        auto vae = test::random_network(test::micro_config())->vae;
+        model::VaeTrainerOptions o;
+        o.lr = 2e-3;
+        model::VaeTrainer trainer(vae, o);
+        auto gen = at::detail::createCPUGenerator(3);
+        // A smooth image: low-frequency colours.
+        auto images = torch::nn::functional::interpolate(
+            torch::rand({2, 3, 4, 4}, gen) * 2 - 1, torch::nn::functional::InterpolateFuncOptions()
+                                                        .size(std::vector<int64_t>{32, 32})
+                                                        .mode(torch::kBilinear)
+                                                        .align_corners(false));
+        const double first = trainer.step(images).loss;
+        double last = first;
+        for (int i = 0; i < 60; ++i)
+            last = trainer.step(images).loss;
+        QVERIFY2(last < first / 3, qPrintable(QString("%1 -> %2").arg(first).arg(last)));
+    }
+
+  private:
+    void check_stage(TrainStage stage) {
+        const auto config = test::micro_config();
+        model::Trainer trainer(test::random_network(config), fast_options(stage));
+        const auto before = snapshot(trainer.model());
+        for (int i = 0; i < 2; ++i) {  // 2 x 4 items: every audio-to-latents input is drawn
+            const auto stats = trainer.step(random_batch(config, 4, 7 + i));
+            QVERIFY(std::isfinite(stats.loss) && stats.grad_norm > 0);
+        }
+        const auto after = snapshot(trainer.model());
+        int changed = 0, trained = 0;
+        for (const auto& [name, value] : before) {
+            const bool same = torch::equal(value, after.at(name));
+            if (!model::trained_in_stage(name, stage)) {
+                QVERIFY2(same, ("frozen but changed: " + name).c_str());
+            } else {
+                ++trained;
+                changed += same ? 0 : 1;
+                // Only the reference net has parameters no loss path reaches: those after the
+                // input of its last self-attention (conv_out, the last block's attention, ...).
+                if (same) QVERIFY2(name.rfind("reference_unet.", 0) == 0, name.c_str());
+            }
+        }
+        QVERIFY2(
+            changed > trained * 9 / 10,
+            qPrintable(QString("%1 of %2 trained parameters changed").arg(changed).arg(trained)));
+    }
+};
+
+QTEST_GUILESS_MAIN(TrainingTest)
+#include "test_training.moc"
