@@ -1,0 +1,147 @@
+#include "ui/guidance_panel.h"
+
+#include <QDoubleSpinBox>
+#include <QGridLayout>
+#include <QLabel>
+#include <QPushButton>
+#include <QRandomGenerator>
+#include <QSignalBlocker>
+#include <QSlider>
+#include <QSpinBox>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+namespace loopy::ui {
+namespace {
+constexpr int kRatioTicks = 10;  // slider positions per unit of ratio (0.1 steps)
+}
+
+GuidancePanel::GuidancePanel(QWidget* parent) : QGroupBox(tr("Guidance"), parent) {
+    auto* grid = new QGridLayout(this);
+    audio_ratio_ = addRatioRow(grid, 0, tr("Audio CFG"), QStringLiteral("audioRatio"), 5.0,
+                               tr("How strongly the motion follows the audio (classifier-free "
+                                  "guidance ratio)"));
+    reference_ratio_ = addRatioRow(grid, 1, tr("Reference CFG"), QStringLiteral("referenceRatio"),
+                                   3.0, tr("How strongly the frames keep the portrait's look"));
+    steps_ = addStepsRow(grid, 2, tr("Steps"), QStringLiteral("steps"), 25,
+                         tr("DDIM steps per clip for Generate: more is cleaner and slower"));
+    live_steps_ = addStepsRow(grid, 3, tr("Live steps"), QStringLiteral("liveSteps"), 4,
+                              tr("DDIM steps per clip in live mode (keep it small)"));
+
+    grid->addWidget(new QLabel(tr("Seed"), this), 4, 0);
+    seed_ = new QSpinBox(this);
+    seed_->setObjectName(QStringLiteral("seedSpin"));
+    seed_->setRange(0, INT_MAX);
+    seed_->setToolTip(
+        tr("The noise of clip c comes from (seed, c): the same seed, the same video"));
+    grid->addWidget(seed_, 4, 1);
+    auto* random = new QPushButton(tr("Random"), this);
+    random->setObjectName(QStringLiteral("randomSeedButton"));
+    grid->addWidget(random, 4, 2);
+    connect(seed_, &QSpinBox::valueChanged, this, &GuidancePanel::changed);
+    connect(random, &QPushButton::clicked, this, &GuidancePanel::randomizeSeed);
+    grid->setColumnStretch(1, 1);
+}
+
+// A slider (0.1 steps) and a spin box showing the same ratio.
+QDoubleSpinBox* GuidancePanel::addRatioRow(QGridLayout* grid, int row, const QString& label,
+                                           const QString& name, double value, const QString& tip) {
+    auto* slider = new QSlider(Qt::Horizontal, this);
+    slider->setObjectName(name + QStringLiteral("Slider"));
+    slider->setRange(0, int(kMaxRatio * kRatioTicks));
+    slider->setPageStep(kRatioTicks);
+    auto* spin = new QDoubleSpinBox(this);
+    spin->setObjectName(name + QStringLiteral("Spin"));
+    spin->setRange(0, kMaxRatio);
+    spin->setDecimals(1);
+    spin->setSingleStep(0.1);
+    spin->setValue(value);
+    slider->setValue(int(std::lround(value * kRatioTicks)));
+    slider->setToolTip(tip);
+    spin->setToolTip(tip);
+    connect(slider, &QSlider::valueChanged, spin,
+            [spin](int v) { spin->setValue(double(v) / kRatioTicks); });
+    connect(spin, &QDoubleSpinBox::valueChanged, this, [this, slider](double v) {
+        const QSignalBlocker block(slider);
+        slider->setValue(int(std::lround(v * kRatioTicks)));
+        Q_EMIT changed();
+    });
+    grid->addWidget(new QLabel(label, this), row, 0);
+    grid->addWidget(slider, row, 1);
+    grid->addWidget(spin, row, 2);
+    return spin;
+}
+
+QSpinBox* GuidancePanel::addStepsRow(QGridLayout* grid, int row, const QString& label,
+                                     const QString& name, int value, const QString& tip) {
+    auto* slider = new QSlider(Qt::Horizontal, this);
+    slider->setObjectName(name + QStringLiteral("Slider"));
+    slider->setRange(1, kMaxSteps);
+    slider->setPageStep(5);
+    auto* spin = new QSpinBox(this);
+    spin->setObjectName(name + QStringLiteral("Spin"));
+    spin->setRange(1, kMaxSteps);
+    spin->setValue(value);
+    slider->setValue(value);
+    slider->setToolTip(tip);
+    spin->setToolTip(tip);
+    connect(slider, &QSlider::valueChanged, spin, &QSpinBox::setValue);
+    connect(spin, &QSpinBox::valueChanged, this, [this, slider](int v) {
+        const QSignalBlocker block(slider);
+        slider->setValue(v);
+        Q_EMIT changed();
+    });
+    grid->addWidget(new QLabel(label, this), row, 0);
+    grid->addWidget(slider, row, 1);
+    grid->addWidget(spin, row, 2);
+    return spin;
+}
+
+GuidanceSettings GuidancePanel::settings(bool live) const {
+    GuidanceSettings s;
+    s.steps = live ? liveSteps() : steps();
+    s.audio_ratio = audioRatio();
+    s.reference_ratio = referenceRatio();
+    s.seed = seed();
+    return s;
+}
+
+int GuidancePanel::steps() const {
+    return steps_->value();
+}
+int GuidancePanel::liveSteps() const {
+    return live_steps_->value();
+}
+double GuidancePanel::audioRatio() const {
+    return audio_ratio_->value();
+}
+double GuidancePanel::referenceRatio() const {
+    return reference_ratio_->value();
+}
+quint64 GuidancePanel::seed() const {
+    return quint64(seed_->value());
+}
+
+void GuidancePanel::setSteps(int steps) {
+    steps_->setValue(steps);
+}
+void GuidancePanel::setLiveSteps(int steps) {
+    live_steps_->setValue(steps);
+}
+void GuidancePanel::setAudioRatio(double ratio) {
+    audio_ratio_->setValue(ratio);
+}
+void GuidancePanel::setReferenceRatio(double ratio) {
+    reference_ratio_->setValue(ratio);
+}
+void GuidancePanel::setSeed(quint64 seed) {
+    seed_->setValue(int(std::min<quint64>(seed, INT_MAX)));
+}
+
+void GuidancePanel::randomizeSeed() {
+    seed_->setValue(int(QRandomGenerator::global()->bounded(INT_MAX)));
+}
+
+}  // namespace loopy::ui

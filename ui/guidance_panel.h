@@ -1,0 +1,56 @@
+#pragma once
+// Guidance controls: audio and reference CFG ratios, DDIM steps (offline and live), seed. Each
+// number has a slider and a spin box kept in step. Changes are announced at once (changed());
+// the engine applies them from its next clip, also in live mode.
+#include <QGroupBox>
+
+#include "ui/engine_worker.h"
+
+class QDoubleSpinBox;
+class QSlider;
+class QSpinBox;
+class QPushButton;
+class QGridLayout;
+
+namespace loopy::ui {
+
+class GuidancePanel : public QGroupBox {
+    Q_OBJECT
+  public:
+    explicit GuidancePanel(QWidget* parent = nullptr);
+
+    // The settings for offline generation (steps) or live mode (live steps).
+    GuidanceSettings settings(bool live) const;
+    int steps() const;
+    int liveSteps() const;
+    double audioRatio() const;
+    double referenceRatio() const;
+    quint64 seed() const;
+
+    void setSteps(int steps);
+    void setLiveSteps(int steps);
+    void setAudioRatio(double ratio);
+    void setReferenceRatio(double ratio);
+    void setSeed(quint64 seed);
+    void randomizeSeed();
+
+    static constexpr double kMaxRatio = 15.0;
+    static constexpr int kMaxSteps = 50;
+
+  Q_SIGNALS:
+    void changed();
+
+  private:
+    QDoubleSpinBox* addRatioRow(QGridLayout* grid, int row, const QString& label,
+                                const QString& name, double value, const QString& tip);
+    QSpinBox* addStepsRow(QGridLayout* grid, int row, const QString& label, const QString& name,
+                          int value, const QString& tip);
+
+    QDoubleSpinBox* audio_ratio_ = nullptr;
+    QDoubleSpinBox* reference_ratio_ = nullptr;
+    QSpinBox* steps_ = nullptr;
+    QSpinBox* live_steps_ = nullptr;
+    QSpinBox* seed_ = nullptr;
+};
+
+}  // namespace loopy::ui
