@@ -75,6 +75,17 @@ Decoder open_decoder(AVFormatContext* format, AVMediaType type, const std::strin
     return d;
 }
 
+ffmpeg::InputFormatPtr open_input(const std::string& path) {
+    AVFormatContext* raw = nullptr;
+    int err = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
+    if (err < 0) throw Error(path + ": cannot open (" + ffmpeg::error_string(err) + ")");
+    ffmpeg::InputFormatPtr format(raw);
+    err = avformat_find_stream_info(raw, nullptr);
+    if (err < 0)
+        throw Error(path + ": cannot read its streams (" + ffmpeg::error_string(err) + ")");
+    return format;
+}
+
 double stream_duration(const AVStream* s) {
     return s->duration == AV_NOPTS_VALUE ? 0.0
                                          : static_cast<double>(s->duration) * av_q2d(s->time_base);
@@ -83,13 +94,8 @@ double stream_duration(const AVStream* s) {
 }  // namespace
 
 VideoProbe probe_video(const std::string& path) {
-    AVFormatContext* raw = nullptr;
-    int err = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
-    if (err < 0) throw Error(path + ": cannot open (" + ffmpeg::error_string(err) + ")");
-    ffmpeg::InputFormatPtr format(raw);
-    err = avformat_find_stream_info(raw, nullptr);
-    if (err < 0)
-        throw Error(path + ": cannot read its streams (" + ffmpeg::error_string(err) + ")");
+    auto format = open_input(path);
+    AVFormatContext* raw = format.get();
     Decoder video = open_decoder(raw, AVMEDIA_TYPE_VIDEO, path);
     if (video.index < 0) throw Error(path + ": has no video stream");
     Decoder audio = open_decoder(raw, AVMEDIA_TYPE_AUDIO, path);
@@ -145,13 +151,8 @@ VideoProbe probe_video(const std::string& path) {
 }
 
 int read_video_frames(const std::string& path, const RgbFrameCallback& on_frame) {
-    AVFormatContext* raw = nullptr;
-    int err = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
-    if (err < 0) throw Error(path + ": cannot open (" + ffmpeg::error_string(err) + ")");
-    ffmpeg::InputFormatPtr format(raw);
-    err = avformat_find_stream_info(raw, nullptr);
-    if (err < 0)
-        throw Error(path + ": cannot read its streams (" + ffmpeg::error_string(err) + ")");
+    auto format = open_input(path);
+    AVFormatContext* raw = format.get();
     Decoder video = open_decoder(raw, AVMEDIA_TYPE_VIDEO, path);
     if (video.index < 0) throw Error(path + ": has no video stream");
     auto frame = ffmpeg::make_frame();

@@ -132,18 +132,6 @@ DeviceInfo device(int index, const char* name, int in, int out, bool def_in = fa
 
 }  // namespace
 
-// Skips when the fixture's programs are missing, fails (with the daemon's log) when it breaks.
-#define START_VIRTUAL_MIC(vm)                                                                   \
-    std::unique_ptr<VirtualMicrophone> vm;                                                      \
-    if (const QString missing = VirtualMicrophone::missing_programs(); !missing.isEmpty())      \
-        QSKIP(qPrintable("no virtual microphone: " + missing +                                  \
-                         " not installed (packages pulseaudio, pulseaudio-utils, espeak-ng)")); \
-    try {                                                                                       \
-        vm = std::make_unique<VirtualMicrophone>();                                             \
-    } catch (const std::exception& e) {                                                         \
-        QFAIL(e.what());                                                                        \
-    }
-
 #define OPEN_OR_FAIL(ptr, ...)                                               \
     do {                                                                     \
         const std::string open_error = error_of([&] { ptr = __VA_ARGS__; }); \

@@ -119,18 +119,6 @@ double luminance_stddev(const QImage& image) {
 
 }  // namespace
 
-// Skips when the fixture's programs are missing, fails (with the daemon's log) when it breaks.
-#define START_VIRTUAL_MIC(vm)                                                                   \
-    std::unique_ptr<VirtualMicrophone> vm;                                                      \
-    if (const QString missing = VirtualMicrophone::missing_programs(); !missing.isEmpty())      \
-        QSKIP(qPrintable("no virtual microphone: " + missing +                                  \
-                         " not installed (packages pulseaudio, pulseaudio-utils, espeak-ng)")); \
-    try {                                                                                       \
-        vm = std::make_unique<VirtualMicrophone>();                                             \
-    } catch (const std::exception& e) {                                                         \
-        QFAIL(e.what());                                                                        \
-    }
-
 class StudioTest : public QObject {
     Q_OBJECT
     QTemporaryDir dir_;
