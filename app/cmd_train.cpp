@@ -49,7 +49,7 @@ struct TrainArgs {
     int64_t steps = 1000, batch = 1, checkpoint_every = 500, warmup = 0;
     double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0;
     uint64_t seed = 0;
-    bool resume = false, v_prediction = false;
+    bool resume = false, v_prediction = false, fast = false;
     int threads = 0;
 };
 
@@ -63,6 +63,7 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
     o.ema_decay = a.ema;
     o.v_prediction = a.v_prediction;
     o.seed = a.seed;
+    o.reproducible = !a.fast;
     return o;
 }
 
@@ -128,7 +129,7 @@ struct TrainVaeArgs {
     int64_t steps = 2000, batch = 8, checkpoint_every = 500;
     double lr = 1e-4, kl_weight = 1e-6;
     uint64_t seed = 0;
-    bool force = false;
+    bool force = false, fast = false;
     int threads = 0;
 };
 
@@ -169,6 +170,7 @@ int run_train_vae(const TrainVaeArgs& a) {
     o.lr = a.lr;
     o.loss.kl_weight = a.kl_weight;
     o.seed = a.seed;
+    o.reproducible = !a.fast;
     model::VaeTrainer trainer(net->vae, o);
     ProgressBar bar("train-vae");
     const auto start = Clock::now();
@@ -190,7 +192,7 @@ int run_train_vae(const TrainVaeArgs& a) {
 }
 
 void add_common(CLI::App* cmd, std::string& data, std::string& init, std::string& config,
-                uint64_t& seed, int& threads) {
+                uint64_t& seed, int& threads, bool& fast) {
     cmd->add_option("--data", data, "Training clips (loopy synth's folder format)")
         ->required()
         ->check(CLI::ExistingDirectory);
@@ -200,6 +202,9 @@ void add_common(CLI::App* cmd, std::string& data, std::string& init, std::string
         ->capture_default_str();
     cmd->add_option("--threads", threads, "CPU threads (default: all cores)")
         ->check(CLI::NonNegativeNumber);
+    cmd->add_flag("--fast", fast,
+                  "Use oneDNN's convolution kernels: faster on CPU, but a resumed run then "
+                  "matches an uninterrupted one only to rounding");
 }
 
 }  // namespace
@@ -207,7 +212,7 @@ void add_common(CLI::App* cmd, std::string& data, std::string& init, std::string
 Runner add_train_command(CLI::App& app) {
     auto a = std::make_shared<TrainArgs>();
     CLI::App* cmd = app.add_subcommand("train", "Train Loopy (stage 1: images, stage 2: video)");
-    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads);
+    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads, a->fast);
     cmd->add_option("-o,--out", a->out, "Run folder (model, training state, loss.csv)")->required();
     cmd->add_option("--stage", a->stage, "1: image level, 2: video and audio")
         ->check(CLI::IsMember({1, 2}))
@@ -239,7 +244,7 @@ Runner add_train_vae_command(CLI::App& app) {
     auto a = std::make_shared<TrainVaeArgs>();
     CLI::App* cmd = app.add_subcommand(
         "train-vae", "Train the VAE of a small config and write a Loopy checkpoint");
-    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads);
+    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads, a->fast);
     cmd->add_option("-o,--out", a->out, "Loopy checkpoint to write")->required();
     cmd->add_option("--steps", a->steps, "Optimiser steps")
         ->check(CLI::PositiveNumber)

@@ -273,8 +273,9 @@ void Trainer::update_ema() {
         ema_[i].mul_(options_.ema_decay).add_(params[i].second, 1.0 - options_.ema_decay);
 }
 
-DeterministicGuard::DeterministicGuard() : mkldnn_(at::globalContext().userEnabledMkldnn()) {
-    at::globalContext().setUserEnabledMkldnn(false);
+DeterministicGuard::DeterministicGuard(bool enabled)
+    : mkldnn_(at::globalContext().userEnabledMkldnn()) {
+    if (enabled) at::globalContext().setUserEnabledMkldnn(false);
 }
 
 DeterministicGuard::~DeterministicGuard() {
@@ -282,7 +283,7 @@ DeterministicGuard::~DeterministicGuard() {
 }
 
 StepStats Trainer::step(const TrainingBatch& batch) {
-    DeterministicGuard deterministic;
+    DeterministicGuard deterministic(options_.reproducible);
     auto generator = step_generator();
     LossOptions loss_options;
     loss_options.stage = options_.stage;

@@ -122,7 +122,7 @@ double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& 
 // reproducible on the CPU, which would break resuming. ATen's own kernels are.
 class DeterministicGuard {
   public:
-    DeterministicGuard();
+    explicit DeterministicGuard(bool enabled = true);
     ~DeterministicGuard();
     DeterministicGuard(const DeterministicGuard&) = delete;
     DeterministicGuard& operator=(const DeterministicGuard&) = delete;
@@ -146,6 +146,9 @@ struct TrainerOptions {
     uint64_t seed = 0;
     // Draw the same masks, timesteps and noise at every step (an overfitting check).
     bool repeat_randomness = false;
+    // Keep oneDNN off during steps so that --resume is bit-exact; off: several times faster
+    // convolution backward on CPU, results reproducible only to rounding.
+    bool reproducible = true;
 };
 
 struct StepStats {

@@ -46,7 +46,7 @@ VaeTrainer::VaeTrainer(AutoencoderKL vae, VaeTrainerOptions options)
 }
 
 StepStats VaeTrainer::step(const torch::Tensor& images) {
-    DeterministicGuard deterministic;
+    DeterministicGuard deterministic(options_.reproducible);
     auto generator =
         at::detail::createCPUGenerator(mix(options_.seed ^ mix(static_cast<uint64_t>(step_) + 1)));
     optimizer_.zero_grad();

@@ -31,6 +31,7 @@ struct VaeTrainerOptions {
     double max_grad_norm = 1.0;  // <= 0: no clipping
     VaeLossOptions loss;
     uint64_t seed = 0;
+    bool reproducible = true;  // as TrainerOptions::reproducible
 };
 
 // AdamW over every VAE parameter; the generator of step N is seeded by (seed, N).
