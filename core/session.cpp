@@ -41,6 +41,13 @@ model::MotionHistory make_history(const Model& model) {
                                 torch::TensorOptions().device(model.device()));
 }
 
+// SD 1.5's schedule; the network says whether it predicts the noise or v.
+model::DDIMScheduler make_scheduler(Model& model) {
+    model::DDIMConfig config;
+    config.prediction_type = model.network().prediction_type;
+    return model::DDIMScheduler(config);
+}
+
 // Noise of clip c depends only on (seed, c), so a seed change applies from the next clip and a
 // resumed stream draws the same noise.
 std::uint64_t clip_seed(std::uint64_t seed, std::int64_t clip) {
@@ -73,6 +80,7 @@ Session::Session(std::shared_ptr<Model> model, const std::uint8_t* rgb, int widt
     : model_(std::move(model)),
       settings_(settings),
       history_(make_history(*model_)),
+      scheduler_(make_scheduler(*model_)),
       start_(Clock::now()) {
     settings_.validate();
     const int size = model_->resolution();

@@ -102,6 +102,7 @@ LoopyConfig read_loopy_config(const std::string& path) {
 void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
                            const Metadata& extra_metadata) {
     auto metadata = loopy_metadata(model.config);
+    metadata[kPredictionTypeKey] = model.prediction_type;
     for (const auto& [key, value] : extra_metadata)
         if (!metadata.count(key)) metadata[key] = value;
     save_safetensors(path, state_dict(model), metadata);
@@ -112,6 +113,11 @@ LoopyModel load_loopy_checkpoint(const std::string& path) {
     Metadata metadata;
     auto tensors = load_safetensors(path, &metadata);
     LoopyModel model(config);
+    if (const auto it = metadata.find(kPredictionTypeKey); it != metadata.end()) {
+        if (it->second != "epsilon" && it->second != "v_prediction")
+            throw Error(path + ": unknown " + kPredictionTypeKey + " '" + it->second + "'");
+        model->prediction_type = it->second;
+    }
     const auto report = load_state_dict(*model, tensors, {}, path);
     model->eval();
     logger()->info("loaded Loopy checkpoint {} ('{}', {} tensors)", path, config.name,

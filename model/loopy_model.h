@@ -43,6 +43,9 @@ class LoopyModelImpl : public torch::nn::Module {
     static torch::Tensor audio_condition(const torch::Tensor& audio_tokens);
 
     LoopyConfig config;
+    // What predict_noise's output means to the sampler: "epsilon" or "v_prediction" (a trainer
+    // option). Stored in checkpoints as the metadata key kPredictionTypeKey.
+    std::string prediction_type = "epsilon";
     AutoencoderKL vae{nullptr};
     ReferenceNet reference_unet{nullptr};
     LoopyDenoisingUNet denoising_unet{nullptr};
@@ -51,6 +54,8 @@ class LoopyModelImpl : public torch::nn::Module {
     AudioToLatents audio_to_latents{nullptr};
 };
 TORCH_MODULE(LoopyModel);
+
+inline constexpr const char* kPredictionTypeKey = "loopy.train.prediction_type";
 
 // The metadata every Loopy checkpoint carries (format version and config JSON).
 Metadata loopy_metadata(const LoopyConfig& config);

@@ -247,6 +247,7 @@ Trainer::Trainer(LoopyModel model, TrainerOptions options)
       optimizer_(prepare_parameters(*model_, options.stage), options.adamw) {
     model_->to(torch::kCPU, torch::kFloat32);
     model_->train();
+    model_->prediction_type = options_.v_prediction ? "v_prediction" : "epsilon";
     if (options_.ema_decay < 0 || options_.ema_decay >= 1)
         throw Error("EMA decay must be in [0, 1)");
     if (options_.ema_decay > 0)
@@ -309,12 +310,10 @@ StepStats Trainer::step(const TrainingBatch& batch) {
 void Trainer::save(const std::string& dir, int64_t samples_seen) const {
     fs::create_directories(dir);
     auto& model = *model_.ptr();
-    const Metadata meta = {
-        {"loopy.train.step", std::to_string(step_)},
-        {"loopy.train.stage", std::to_string(static_cast<int>(options_.stage))},
-        {"loopy.train.seed", std::to_string(options_.seed)},
-        {"loopy.train.samples_seen", std::to_string(samples_seen)},
-        {"loopy.train.prediction_type", options_.v_prediction ? "v_prediction" : "epsilon"}};
+    const Metadata meta = {{"loopy.train.step", std::to_string(step_)},
+                           {"loopy.train.stage", std::to_string(static_cast<int>(options_.stage))},
+                           {"loopy.train.seed", std::to_string(options_.seed)},
+                           {"loopy.train.samples_seen", std::to_string(samples_seen)}};
     save_loopy_checkpoint((fs::path(dir) / kTrainModelFile).string(), model, meta);
 
     auto state = optimizer_.state();

@@ -254,6 +254,34 @@ class SessionTest : public QObject {
         QCOMPARE(int(out.frames.size()), 5);
     }
 
+    // v-prediction checkpoints (loopy train --v-prediction) must be sampled as such.
+    void predictionTypeComesFromTheCheckpoint() {
+        QTemporaryDir dir;
+        auto net = test::random_network(test::tiny_config(kSize));
+        const auto path = [&](const char* name) { return dir.filePath(name).toStdString(); };
+        model::save_loopy_checkpoint(path("eps.safetensors"), *net);
+        net->prediction_type = "v_prediction";
+        model::save_loopy_checkpoint(path("v.safetensors"), *net);
+        net->prediction_type = "x0";
+        model::save_loopy_checkpoint(path("bad.safetensors"), *net);
+
+        QCOMPARE(model::load_loopy_checkpoint(path("eps.safetensors"))->prediction_type,
+                 std::string("epsilon"));
+        QCOMPARE(model::load_loopy_checkpoint(path("v.safetensors"))->prediction_type,
+                 std::string("v_prediction"));
+        const auto message =
+            test::error_of([&] { model::load_loopy_checkpoint(path("bad.safetensors")); });
+        QVERIFY2(test::contains(message, "'x0'"), message.c_str());
+
+        // Same weights, other parameterisation: the sampler must read it.
+        const auto eps = generate(Model::load(path("eps.safetensors"), {}), test::test_audio(0.3),
+                                  fast_settings(2));
+        const auto v = generate(Model::load(path("v.safetensors"), {}), test::test_audio(0.3),
+                                fast_settings(2));
+        QCOMPARE(eps.frames.size(), v.frames.size());
+        QVERIFY(max_pixel_difference(eps, v) > 8);
+    }
+
     void badPortraitSizeIsRefused() {
         std::vector<uint8_t> small(32 * 32 * 3, 0);
         const auto message = test::error_of([&] { Session(model_, small.data(), 32, 32); });

@@ -176,8 +176,13 @@ class TrainingTest : public QObject {
     void resumeRejectsAnotherStage() {
         const auto config = test::micro_config();
         const auto dir = temp_dir("stage").toStdString();
-        model::Trainer one(test::random_network(config), fast_options(TrainStage::Image));
+        auto opts = fast_options(TrainStage::Image);
+        opts.v_prediction = true;
+        model::Trainer one(test::random_network(config), opts);
         one.save(dir, 0);
+        // The run's model tells the sampler what it predicts.
+        QCOMPARE(model::load_loopy_checkpoint(dir + "/" + model::kTrainModelFile)->prediction_type,
+                 std::string("v_prediction"));
         model::Trainer two(test::random_network(config), fast_options(TrainStage::Video));
         QVERIFY(test::contains(test::error_of([&] { two.resume(dir); }), "stage"));
         std::filesystem::remove_all(dir);
