@@ -172,8 +172,10 @@ Runner add_bench_command(CLI::App& app) {
     modules->add_flag("!--no-sd15", args->sd15, "Skip the full-size SD 1.5 / wav2vec2-base rows");
     modules->add_option("--json", args->json_out, "Also write the figures as JSON");
     Runner render = add_bench_render_command(*bench);
-    return [args, render, bench]() {
+    Runner live = add_bench_live_command(*bench);
+    return [args, render, live, bench]() {
         if (bench->got_subcommand("render")) return render();
+        if (bench->got_subcommand("live")) return live();
         if (args->device == "cuda" && !torch::cuda::is_available())
             throw Error("bench: --device cuda but this LibTorch has no CUDA device");
         const torch::Device dev(args->device == "cuda" ? torch::kCUDA : torch::kCPU);

@@ -1,13 +1,12 @@
 // `loopy bench render`: the generation pipeline's speed, stage by stage, on synthetic input.
 // Prints figures; never passes or fails.
-#include <sys/resource.h>
-
 #include <cmath>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app/bench_inputs.h"
 #include "app/commands.h"
 #include "core/engine.h"
 #include "core/error.h"
@@ -28,31 +27,6 @@ struct BenchRenderArgs {
     std::string json_out;
 };
 
-std::shared_ptr<Model> bench_model(const BenchRenderArgs& a) {
-    if (!a.checkpoint.empty()) return Model::load(a.checkpoint, a.model);
-    auto config = model::LoopyConfig::preset(a.config);
-    if (a.resolution > 0) config.resolution = a.resolution;
-    config.validate();
-    torch::manual_seed(0);
-    return Model::from_network(model::LoopyModel(config), a.model);
-}
-
-std::vector<uint8_t> bench_portrait(int size) {
-    std::vector<uint8_t> rgb(static_cast<size_t>(size) * size * 3);
-    for (size_t i = 0; i < rgb.size(); ++i)
-        rgb[i] = static_cast<uint8_t>((i * 7) % 251);
-    return rgb;
-}
-
-std::vector<float> bench_audio(double seconds) {
-    std::vector<float> x(static_cast<size_t>(seconds * model::kAudioSampleRate));
-    for (size_t i = 0; i < x.size(); ++i) {
-        const double t = static_cast<double>(i) / model::kAudioSampleRate;
-        x[i] = static_cast<float>(0.3 * std::sin(2 * M_PI * 4 * t) * std::sin(2 * M_PI * 200 * t));
-    }
-    return x;
-}
-
 // FLOP of one denoising step: one clip with 2 steps minus one clip with 1 step.
 double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) {
     const auto portrait = bench_portrait(m->resolution());
@@ -70,15 +44,9 @@ double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) 
     return flop[1] - flop[0];
 }
 
-long peak_rss_kib() {
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    return usage.ru_maxrss;
-}
-
 int run_bench_render(BenchRenderArgs& a) {
     if (a.cfg == "off") a.settings.reference_ratio = a.settings.audio_ratio = 1.0;
-    auto m = bench_model(a);
+    auto m = bench_model(a.checkpoint, a.config, a.resolution, a.model);
     const auto portrait = bench_portrait(m->resolution());
     const auto audio = bench_audio(a.seconds);
     Session session(m, portrait.data(), m->resolution(), m->resolution(), a.settings);

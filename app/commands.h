@@ -18,5 +18,7 @@ Runner add_train_command(CLI::App& app);
 Runner add_train_vae_command(CLI::App& app);
 // `bench render`, registered on the `bench` subcommand.
 Runner add_bench_render_command(CLI::App& bench);
+// `bench live`, likewise.
+Runner add_bench_live_command(CLI::App& bench);
 
 }  // namespace loopy::cli

@@ -10,6 +10,7 @@
 #include "audio/microphone.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "render/live_generator.h"
 #include "render/portrait.h"
 
 namespace loopy::ui {
@@ -75,36 +76,6 @@ QString describe(const Model& model, const EngineConfig& config) {
         .arg(config.threads > 0 ? QString::number(config.threads) : QStringLiteral("all"));
 }
 
-// When each stretch of the audio pushed into the Session was captured, from the microphone's
-// stamps (MicrophoneRead::newest_capture_time of each read).
-class CaptureClock {
-  public:
-    void add(std::int64_t end, Clock::time_point newest) {
-        marks_.push_back({end, newest});
-        if (marks_.size() > kMaxMarks) marks_.pop_front();
-    }
-    // When sample `index` of the pushed stream was captured (16 kHz samples before the newest
-    // sample of the read that brought it).
-    Clock::time_point time_of(std::int64_t index) const {
-        if (marks_.empty()) return Clock::now();
-        const auto it = std::lower_bound(marks_.begin(), marks_.end(), index,
-                                         [](const Mark& m, std::int64_t i) { return m.end <= i; });
-        const Mark& mark = it == marks_.end() ? marks_.back() : *it;
-        const double before =
-            double(std::max<std::int64_t>(mark.end - 1 - index, 0)) / EngineWorker::kSampleRate;
-        return mark.newest -
-               std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(before));
-    }
-
-  private:
-    struct Mark {
-        std::int64_t end;  // one past the read's last sample
-        Clock::time_point newest;
-    };
-    static constexpr std::size_t kMaxMarks = 4096;  // minutes of 20 ms reads
-    std::deque<Mark> marks_;
-};
-
 }  // namespace
 
 // --- LiveFrameQueue ---
@@ -162,9 +133,8 @@ struct EngineWorker::Engine {
 
 // --- live mode ---
 
-// One live run on the inference thread. Audio path: microphone ring -> read_16k() -> pending_
-// (bounded: the oldest audio beyond max_pending_seconds is discarded and counted) -> the Session,
-// which is given only what its next clip needs, so no backlog hides inside it.
+// One live run on the inference thread: render::LiveGenerator (the loop and its drop policy,
+// shared with `loopy bench live`) fed by the microphone, its frames queued for the UI thread.
 class EngineWorker::LiveRun {
   public:
     LiveRun(EngineWorker& worker, std::shared_ptr<Model> model, const LiveRequest& request);
@@ -174,35 +144,11 @@ class EngineWorker::LiveRun {
 
   private:
     static audio::MicrophoneOptions microphone_options(const LiveRequest& request);
-    void readMicrophone();
-    void feedSession(bool everything);
-    void discardPending(std::size_t count);
-    std::int64_t clipEnd() const;
-    void generateClip();
     void publishStats(bool force);
-    bool cancelled() const { return worker_.cancel_.load(); }
 
     EngineWorker& worker_;
-    std::shared_ptr<Model> model_;
-    LiveRequest request_;
-    audio::MicrophoneCapture mic_;  // opened first: "no microphone" fails fast
-    std::shared_ptr<Session> session_;
-    model::Wav2Vec2Config encoder_;
-    model::AudioFeatureOptions audio_options_;
-    std::vector<float> chunk_;
-    std::vector<float> pending_;      // read from the microphone, not yet in the Session
-    std::int64_t pending_start_ = 0;  // microphone-stream index (16 kHz) of pending_[0]
-    std::int64_t read_total_ = 0;     // 16 kHz samples read from the microphone
-    std::int64_t discarded_ = 0;      // 16 kHz samples dropped from pending_
-    std::int64_t pushed_ = 0;         // 16 kHz samples given to the Session
-    CaptureClock microphone_clock_;   // microphone-stream index -> capture time
-    CaptureClock session_clock_;      // Session-stream index -> capture time
-    bool draining_ = false;           // the microphone stopped: generating what it had captured
-    float peak_ = 0;
-    int clip_steps_ = 0;
-    std::int64_t frames_ = 0;
-    double generating_seconds_ = 0;  // time spent inside generate_clip
-    Clock::time_point first_clip_{}, last_clip_{};
+    QString device_;
+    std::unique_ptr<render::LiveGenerator> generator_;
     Clock::time_point last_stats_{};
     double reported_discarded_ = 0;
     Clock::time_point last_discard_{};
@@ -218,138 +164,52 @@ audio::MicrophoneOptions EngineWorker::LiveRun::microphone_options(const LiveReq
 
 EngineWorker::LiveRun::LiveRun(EngineWorker& worker, std::shared_ptr<Model> model,
                                const LiveRequest& request)
-    : worker_(worker),
-      model_(std::move(model)),
-      request_(request),
-      mic_(microphone_options(request)),
-      encoder_(model_->config().audio_encoder_config()) {
-    audio_options_.window = model_->config().audio_projection.window;
-    audio_options_.context_seconds = model_->options().audio_context_seconds;
-    const auto portrait = load_portrait_for(*model_, request.portrait);
-    session_ = std::make_shared<Session>(model_, portrait.rgb.data(), portrait.width,
-                                         portrait.height, to_engine(worker_.guidance()));
-    worker_.publishSession(session_);
-    chunk_.reserve(EngineWorker::kSampleRate);
+    : worker_(worker) {
+    // The microphone is opened first: "no microphone" fails before the portrait is encoded.
+    auto mic = render::open_microphone_source(microphone_options(request));
+    device_ = QString::fromStdString(mic->name());
+    const auto portrait = load_portrait_for(*model, request.portrait);
+    auto session = std::make_shared<Session>(model, portrait.rgb.data(), portrait.width,
+                                             portrait.height, to_engine(worker_.guidance()));
+    worker_.publishSession(session);
+    render::LiveOptions options;
+    options.max_pending_seconds = request.max_pending_seconds;
+    generator_ = std::make_unique<render::LiveGenerator>(std::move(mic), session, options);
 }
 
 void EngineWorker::LiveRun::run() {
-    mic_.start();
-    Q_EMIT worker_.liveStarted(QString::fromStdString(mic_.device().name));
-    while (!worker_.stop_live_.load() && !cancelled()) {
-        readMicrophone();
-        feedSession(false);
-        if (session_->clip_ready())
-            generateClip();
-        else
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        publishStats(false);
+    render::LiveCallbacks callbacks;
+    callbacks.on_frame = [this](const render::LiveFrameEvent& e) {
+        if (worker_.live_frames_.push(
+                {to_qimage(e.frame), e.frame.index, e.audio_captured, e.after_stop}))
+            Q_EMIT worker_.liveFramesReady();
+    };
+    callbacks.on_tick = [this] { publishStats(false); };
+    callbacks.stop_requested = [this] { return worker_.stop_live_.load(); };
+    callbacks.cancel_requested = [this] { return worker_.cancel_.load(); };
+    Q_EMIT worker_.liveStarted(device_);
+    try {
+        generator_->run(callbacks);
+    } catch (const Cancelled&) {
+        publishStats(true);
+        throw;
     }
-    mic_.stop();
-    draining_ = true;
-    // Stopped: what was captured (at most the pending bound) is still turned into frames.
-    if (!cancelled()) {
-        readMicrophone();
-        feedSession(true);
-        session_->end_audio();
-        while (!cancelled() && session_->clip_ready())
-            generateClip();
-    }
-    publishStats(true);
-    if (cancelled()) throw Cancelled();
-}
-
-// Takes what the microphone captured into pending_, then applies the drop policy: pending audio
-// beyond the bound is discarded, oldest first. (The ring is trimmed to the same bound first, so
-// audio that would be discarded anyway is not resampled.)
-void EngineWorker::LiveRun::readMicrophone() {
-    // Stop ends the capture at once (also in the middle of a clip): no audio after the press.
-    if (worker_.stop_live_.load() && mic_.running()) mic_.stop();
-    mic_.skip_to_latest(request_.max_pending_seconds);
-    chunk_.clear();
-    const auto read = mic_.read_16k(chunk_);
-    if (read.samples > 0) {
-        pending_.insert(pending_.end(), chunk_.begin(), chunk_.end());
-        read_total_ += static_cast<std::int64_t>(read.samples);
-        if (read.has_time) microphone_clock_.add(read_total_, read.newest_capture_time);
-    }
-    const auto bound =
-        static_cast<std::size_t>(request_.max_pending_seconds * EngineWorker::kSampleRate);
-    if (pending_.size() > bound) discardPending(pending_.size() - bound);
-}
-
-void EngineWorker::LiveRun::discardPending(std::size_t count) {
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(count));
-    pending_start_ += static_cast<std::int64_t>(count);
-    discarded_ += static_cast<std::int64_t>(count);
-}
-
-// Gives the Session the audio its next clip needs (everything: at the end), oldest first.
-void EngineWorker::LiveRun::feedSession(bool everything) {
-    const std::int64_t want =
-        everything ? static_cast<std::int64_t>(pending_.size()) : clipEnd() - pushed_;
-    const auto count = static_cast<std::size_t>(
-        std::clamp<std::int64_t>(want, 0, static_cast<std::int64_t>(pending_.size())));
-    if (count == 0) return;
-    session_->push_audio(pending_.data(), count);
-    pushed_ += static_cast<std::int64_t>(count);
-    for (std::size_t i = 0; i < count; ++i)
-        peak_ = std::max(peak_, std::abs(pending_[i]));
-    const std::int64_t newest = pending_start_ + static_cast<std::int64_t>(count) - 1;
-    session_clock_.add(pushed_, microphone_clock_.time_of(newest));
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(count));
-    pending_start_ += static_cast<std::int64_t>(count);
-}
-
-// One past the newest sample the next clip needs (its lookahead included).
-std::int64_t EngineWorker::LiveRun::clipEnd() const {
-    return model::plan_audio_window(encoder_, audio_options_, session_->next_frame(),
-                                    model_->config().num_frames)
-        .end_sample();
-}
-
-void EngineWorker::LiveRun::generateClip() {
-    const std::int64_t newest_needed = std::min(clipEnd(), pushed_) - 1;
-    const auto audio_captured = session_clock_.time_of(newest_needed);
-    const auto start = Clock::now();
-    if (frames_ == 0) first_clip_ = start;
-    // The callbacks also keep reading the microphone (same thread: the ring's one consumer), so
-    // that a clip slower than the ring is long does not overflow it and lose the newest audio.
-    frames_ += session_->generate_clip(
-        [&](const Frame& frame) {
-            if (worker_.live_frames_.push(
-                    {to_qimage(frame), frame.index, audio_captured, draining_}))
-                Q_EMIT worker_.liveFramesReady();
-            readMicrophone();
-        },
-        [&](const Progress& progress) {
-            if (cancelled()) session_->cancel();
-            clip_steps_ = progress.steps;
-            readMicrophone();
-        });
-    last_clip_ = Clock::now();
-    generating_seconds_ += seconds_between(start, last_clip_);
-    logger()->debug(
-        "live clip at frame {}: its newest audio was {:.0f} ms old, generated in {:.0f} ms",
-        frames_, seconds_between(audio_captured, start) * 1000,
-        seconds_between(start, last_clip_) * 1000);
     publishStats(true);
 }
 
 LiveStats EngineWorker::LiveRun::stats() const {
-    const auto mic = mic_.stats();
-    const double rate = std::max(mic_.sample_rate(), 1);
-    constexpr double kRate = EngineWorker::kSampleRate;
+    const auto c = generator_->counters();
     LiveStats s;
-    s.device = QString::fromStdString(mic_.device().name);
-    s.captured_seconds = double(mic.captured_frames) / rate;
-    s.discarded_seconds = double(mic.discarded_frames) / rate + double(discarded_) / kRate;
-    s.overflow_seconds = double(mic.dropped_frames) / rate;
-    s.pushed_seconds = double(pushed_) / kRate;
-    s.frames = frames_;
-    s.generated_fps = generating_seconds_ > 0 ? double(frames_) / generating_seconds_ : 0;
+    s.device = device_;
+    s.captured_seconds = c.captured_seconds;
+    s.discarded_seconds = c.discarded_seconds;
+    s.overflow_seconds = c.overflow_seconds;
+    s.pushed_seconds = c.pushed_seconds;
+    s.frames = c.frames;
+    s.generated_fps = c.generated_fps;
     s.real_time_factor = s.generated_fps / EngineWorker::kFps;
-    s.peak = peak_;
-    s.clip_steps = clip_steps_;
+    s.peak = c.peak;
+    s.clip_steps = c.clip_steps;
     return s;
 }
 
@@ -360,15 +220,16 @@ void EngineWorker::LiveRun::publishStats(bool force) {
     LiveStats s = stats();
     if (s.discarded_seconds > reported_discarded_) last_discard_ = now;
     reported_discarded_ = s.discarded_seconds;
-    s.behind = frames_ > 0 && seconds_between(last_discard_, now) < kBehindSeconds;
+    s.behind = s.frames > 0 && seconds_between(last_discard_, now) < kBehindSeconds;
     Q_EMIT worker_.liveStatsChanged(s);
 }
 
 RunReport EngineWorker::LiveRun::report() const {
+    const auto c = generator_->counters();
     RunReport r;
-    r.frames = frames_;
-    r.video_seconds = double(frames_) / EngineWorker::kFps;
-    r.wall_seconds = frames_ > 0 ? seconds_between(first_clip_, last_clip_) : 0;
+    r.frames = c.frames;
+    r.video_seconds = double(c.frames) / EngineWorker::kFps;
+    r.wall_seconds = c.wall_seconds;
     return r;
 }
 

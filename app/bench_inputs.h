@@ -1,0 +1,22 @@
+#pragma once
+// What the `loopy bench` commands share: the model (a checkpoint or random weights), synthetic
+// inputs and memory figures.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/engine.h"
+
+namespace loopy::cli {
+
+// `checkpoint` if given, else a random-weight network of the preset `config` (resolution > 0
+// overrides its resolution).
+std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::string& config,
+                                   int resolution, const ModelOptions& options);
+std::vector<std::uint8_t> bench_portrait(int size);  // a deterministic pattern
+std::vector<float> bench_audio(double seconds);      // 16 kHz, a 200 Hz tone pulsing at 4 Hz
+long peak_rss_kib();
+long current_rss_kib();
+
+}  // namespace loopy::cli

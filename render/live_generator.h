@@ -1,0 +1,129 @@
+#pragma once
+// Live generation, Qt-free: audio arriving in real time (a microphone, or a file replayed at
+// real-time pace for `loopy bench live`) -> bounded pending audio with an explicit drop policy ->
+// the Session, clip by clip, on the calling (inference) thread. The GUI's live mode and the
+// benchmark run this same loop; see docs/live-audio.md.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "audio/microphone.h"
+#include "core/engine.h"
+
+namespace loopy::render {
+
+using LiveClock = std::chrono::steady_clock;
+
+// Where live audio comes from. Read on the inference thread only.
+class LiveAudioSource {
+  public:
+    virtual ~LiveAudioSource() = default;
+    virtual void start() = 0;
+    virtual void stop() = 0;
+    virtual bool running() const = 0;  // false once stopped or (a replay) exhausted
+    // Appends what arrived since the last read, 16 kHz mono, stamped with its newest sample's
+    // capture time.
+    virtual audio::MicrophoneRead read_16k(std::vector<float>& out) = 0;
+    // Drops the oldest unread audio beyond `keep_seconds` (counted in stats().discarded_frames).
+    virtual std::size_t skip_to_latest(double keep_seconds) = 0;
+    virtual audio::MicrophoneStats stats() const = 0;
+    virtual int sample_rate() const = 0;
+    virtual std::string name() const = 0;
+};
+
+// Opens the microphone (throws loopy::Error "no microphone: ..." when there is none).
+std::unique_ptr<LiveAudioSource> open_microphone_source(const audio::MicrophoneOptions& options);
+// Plays `samples` (16 kHz mono) as if captured live from start(): sample i becomes readable at
+// start + i / 16 kHz. `loops` > 1 repeats the audio; running() turns false after the last sample.
+std::unique_ptr<LiveAudioSource> replay_source(std::vector<float> samples, int loops = 1);
+
+struct LiveOptions {
+    // Audio waiting for the Session beyond this is dropped, oldest first, and counted: when
+    // inference is slower than real time the preview skips ahead to the newest audio instead of
+    // lagging ever more. The Session itself only ever holds its next clip's audio.
+    double max_pending_seconds = 0.96;  // two clips
+};
+
+struct LiveCounters {
+    double captured_seconds = 0;    // audio the source delivered
+    double pushed_seconds = 0;      // 16 kHz audio given to the Session
+    double discarded_seconds = 0;   // dropped by the pending-audio bound (the oldest audio)
+    double overflow_seconds = 0;    // lost because the capture ring was full (the newest audio)
+    std::int64_t frames = 0;        // generated
+    double generating_seconds = 0;  // time spent inside Session::generate_clip
+    double wall_seconds = 0;        // from the first clip's start to the last clip's end
+    double generated_fps = 0;       // frames / generating_seconds
+    float peak = 0;                 // loudest sample given to the Session: did sound reach it
+    int clip_steps = 0;             // DDIM steps the last clip ran with
+};
+
+// A generated frame with the capture time of the newest audio sample its clip needed: the start
+// of the microphone-to-display latency.
+struct LiveFrameEvent {
+    const Frame& frame;
+    LiveClock::time_point audio_captured;
+    bool after_stop;  // generated after Stop from audio captured before it: not timed
+};
+
+struct LiveCallbacks {
+    std::function<void(const LiveFrameEvent&)> on_frame;
+    std::function<void()> on_tick;  // between reads and clips: stats publishing
+    std::function<bool()> stop_requested;
+    std::function<bool()> cancel_requested;  // also checked before every DDIM step
+};
+
+class LiveGenerator {
+  public:
+    LiveGenerator(std::unique_ptr<LiveAudioSource> source, std::shared_ptr<Session> session,
+                  LiveOptions options = {});
+    // Captures and generates until the stop is requested or the source ends, then turns what
+    // was captured into frames. Throws Cancelled after a cancel request.
+    void run(const LiveCallbacks& callbacks);
+    LiveCounters counters() const;
+    const LiveAudioSource& source() const { return *source_; }
+
+  private:
+    void read_source();
+    void discard_pending(std::size_t count);
+    void feed_session(bool everything);
+    std::int64_t clip_end() const;
+    void generate_clip();
+    bool stop_requested() const;
+    bool cancelled() const;
+
+    // When each stretch of a 16 kHz stream was captured, from the reads' stamps.
+    class CaptureClock {
+      public:
+        void add(std::int64_t end, LiveClock::time_point newest);
+        LiveClock::time_point time_of(std::int64_t index) const;
+
+      private:
+        struct Mark {
+            std::int64_t end;  // one past the read's last sample
+            LiveClock::time_point newest;
+        };
+        std::vector<Mark> marks_;  // bounded: the oldest half goes when full
+    };
+
+    std::unique_ptr<LiveAudioSource> source_;
+    std::shared_ptr<Session> session_;
+    LiveOptions options_;
+    model::Wav2Vec2Config encoder_;
+    model::AudioFeatureOptions audio_options_;
+    const LiveCallbacks* callbacks_ = nullptr;
+    std::vector<float> chunk_, pending_;
+    std::int64_t pending_start_ = 0;  // source-stream index (16 kHz) of pending_[0]
+    std::int64_t read_total_ = 0, discarded_ = 0, pushed_ = 0;
+    CaptureClock source_clock_, session_clock_;
+    bool draining_ = false;
+    float peak_ = 0;
+    int clip_steps_ = 0;
+    std::int64_t frames_ = 0;
+    double generating_seconds_ = 0;
+    LiveClock::time_point first_clip_{}, last_clip_{};
+};
+
+}  // namespace loopy::render
