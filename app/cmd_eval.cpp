@@ -1,10 +1,11 @@
-// `loopy eval --checkpoint C --data DIR --report OUT [--steps ...]`: scores a model on held-out
+// `loopy eval [--checkpoint C] --data DIR --report OUT [--steps ...]`: scores a model on held-out
 // synthetic clips against the static and ground-truth baselines.
 #include <iostream>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
 #include "core/engine.h"
+#include "core/resources.h"
 #include "render/evaluate.h"
 
 namespace loopy::cli {
@@ -18,7 +19,7 @@ struct EvalArgs {
 
 int run_eval(EvalArgs& args) {
     args.options.settings.validate();
-    auto model = Model::load(args.checkpoint, args.model);
+    auto model = Model::load(checkpoint_or_default(args.checkpoint), args.model);
     ProgressBar bar("eval");
     const auto summary =
         eval::evaluate(model, args.options, [&](int c, int n, const std::string& name) {
@@ -39,8 +40,8 @@ Runner add_eval_command(CLI::App& app) {
     auto& s = args->options.settings;
     s.steps = 8;
     CLI::App* cmd = app.add_subcommand("eval", "Score a model on held-out synthetic clips");
-    cmd->add_option("-c,--checkpoint", args->checkpoint, "Loopy checkpoint")
-        ->required()
+    cmd->add_option("-c,--checkpoint", args->checkpoint,
+                    "Loopy checkpoint (default: the bundled demo model)")
         ->check(CLI::ExistingFile);
     cmd->add_option("--data", args->options.data, "A `loopy synth` folder (held-out clips)")
         ->required()

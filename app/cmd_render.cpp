@@ -1,4 +1,5 @@
-// `loopy render --checkpoint C --portrait P --audio A --out O.mp4 [...]`: a talking-portrait MP4.
+// `loopy render [--checkpoint C] --portrait P --audio A --out O.mp4 [...]`: a talking-portrait MP4.
+// Without --checkpoint it uses the bundled demo model (core/resources.h).
 #include <cstdio>
 #include <iostream>
 
@@ -6,6 +7,7 @@
 #include "app/progress_bar.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/resources.h"
 #include "core/system.h"
 #include "render/render_job.h"
 
@@ -28,7 +30,7 @@ int run_render(RenderArgs& args) {
         args.job.crop = render::CropRect{args.crop[0], args.crop[1], args.crop[2], args.crop[2]};
     }
     if (args.model.threads > 0) set_num_threads(args.model.threads);
-    auto model = Model::load(args.checkpoint, args.model);
+    auto model = Model::load(checkpoint_or_default(args.checkpoint), args.model);
 
     ProgressBar bar("render");
     render::RenderCallbacks callbacks;
@@ -60,8 +62,8 @@ Runner add_render_command(CLI::App& app) {
     auto& s = args->job.settings;
     CLI::App* cmd =
         app.add_subcommand("render", "Render a talking-portrait MP4 from a portrait and audio");
-    cmd->add_option("-c,--checkpoint", args->checkpoint, "Loopy checkpoint (.safetensors)")
-        ->required()
+    cmd->add_option("-c,--checkpoint", args->checkpoint,
+                    "Loopy checkpoint (.safetensors; default: the bundled demo model)")
         ->check(CLI::ExistingFile);
     cmd->add_option("-p,--portrait", args->job.portrait, "Portrait image (PNG, JPEG, WebP, BMP)")
         ->required();

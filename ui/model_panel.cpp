@@ -1,8 +1,6 @@
 #include "ui/model_panel.h"
 
 #include <QComboBox>
-#include <QCoreApplication>
-#include <QDir>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -11,10 +9,9 @@
 #include <QPushButton>
 #include <QSpinBox>
 
+#include "core/resources.h"
+
 namespace loopy::ui {
-namespace {
-constexpr const char* kDemoModel = "models/loopy-tiny-demo.safetensors";
-}
 
 ModelPanel::ModelPanel(QWidget* parent) : QGroupBox(tr("Model"), parent) {
     auto* form = new QFormLayout(this);
@@ -73,18 +70,8 @@ void ModelPanel::setThreads(int threads) {
 }
 
 QString ModelPanel::defaultCheckpoint() {
-    const QString app = QCoreApplication::applicationDirPath();
-    QStringList roots = {app + QStringLiteral("/resources"),
-                         app + QStringLiteral("/../share/loopy-studio"),
-                         app + QStringLiteral("/../resources")};
-#ifdef LOOPY_RESOURCE_DIR
-    roots << QStringLiteral(LOOPY_RESOURCE_DIR);
-#endif
-    for (const QString& root : roots) {
-        const QFileInfo file(QDir(root).filePath(QLatin1String(kDemoModel)));
-        if (file.isFile()) return file.canonicalFilePath();
-    }
-    return {};
+    // The same search as the CLI's (core/resources.h), so both find the same demo model.
+    return QString::fromStdString(loopy::default_checkpoint());
 }
 
 void ModelPanel::browse() {

@@ -22,8 +22,8 @@ class ModelPanel : public QGroupBox {
     void setDevice(const QString& device);    // "cpu" / "cuda" (CPU when CUDA is unavailable)
     void setThreads(int threads);             // 0: all cores
 
-    // resources/models/loopy-tiny-demo.safetensors next to the executable, in the installed
-    // share folder, or in the source tree (LOOPY_RESOURCE_DIR); "" if none exists.
+    // The bundled demo model (loopy::default_checkpoint(): $LOOPY_DATA_DIR, the installed share
+    // folder, resources/ next to the executable, the source tree); "" if none exists.
     static QString defaultCheckpoint();
 
   Q_SIGNALS:
