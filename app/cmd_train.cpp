@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
 #include "core/error.h"
 #include "core/system.h"
+#include "model/distributed.h"
 #include "model/loopy_model.h"
 #include "model/training.h"
 #include "model/vae_training.h"
@@ -51,7 +53,19 @@ struct TrainArgs {
     uint64_t seed = 0;
     bool resume = false, v_prediction = false, fast = false;
     int threads = 0;
+    std::string backend = "gloo";
+    double dist_timeout = 300;
 };
+
+// A process group when torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) say this
+// is one of several processes; null for a single process.
+std::shared_ptr<model::ProcessGroup> join_process_group(const TrainArgs& a) {
+    auto options = model::distributed_options_from_environment();
+    if (!options.distributed()) return nullptr;
+    options.backend = a.backend;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000));
+    return std::make_shared<model::ProcessGroup>(options);
+}
 
 model::TrainerOptions trainer_options(const TrainArgs& a) {
     model::TrainerOptions o;
@@ -67,58 +81,77 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
     return o;
 }
 
+// Distributed: every rank runs this with its own --batch items of each step's global batch;
+// rank 0 alone checks and writes --out and shows progress.
 int run_train(const TrainArgs& a) {
     if (a.threads > 0) set_num_threads(a.threads);
     const auto model_path = (fs::path(a.out) / model::kTrainModelFile).string();
     const auto state_path = (fs::path(a.out) / model::kTrainStateFile).string();
-    if (!a.resume && fs::exists(state_path))
+    auto group = join_process_group(a);
+    const bool main_rank = !group || group->is_main();
+    if (main_rank && !a.resume && fs::exists(state_path))
         throw Error(a.out + " already holds a training run: pass --resume to continue it");
-    if (a.resume && !fs::exists(state_path)) throw Error("--resume: no " + state_path);
+    if (main_rank && a.resume && !fs::exists(state_path)) throw Error("--resume: no " + state_path);
+    // Every rank builds the network (a resumed run's config is read from --out); the trainer
+    // then gives all of them rank 0's weights.
     auto net = a.resume ? model::LoopyModel(model::read_loopy_config(model_path))
                         : initial_model(a.init, a.config, a.seed);
-    model::Trainer trainer(net, trainer_options(a));
+    auto options = trainer_options(a);
+    options.distributed = group;
+    model::Trainer trainer(net, options);
+    const int64_t global_batch = a.batch * trainer.world_size();
     int64_t samples = a.resume ? trainer.resume(a.out) : 0;
-    if (samples != trainer.steps_done() * a.batch)
-        throw Error("--resume: the run used another --batch");
+    if (samples != trainer.steps_done() * global_batch)
+        throw Error("--resume: the run used another --batch or number of processes");
 
     render::TrainDataOptions data_options;
     data_options.frames = a.stage == 1 ? 1 : net->config.num_frames;
     data_options.seed = a.seed;
     data_options.audio.window = net->config.audio_projection.window;
     data_options.audio.context_seconds = trainer.options().audio_context_seconds;
-    ProgressBar load_bar("data");
+    std::optional<ProgressBar> load_bar;
+    if (main_rank) load_bar.emplace("data");
     render::TrainDataset data(
         a.data, net->config, *net->vae, data_options, [&](int64_t done, int64_t total) {
-            load_bar.update(static_cast<double>(done) / total, "encoding clips");
+            if (load_bar) load_bar->update(static_cast<double>(done) / total, "encoding clips");
         });
-    load_bar.finish();
+    if (load_bar) load_bar->finish();
 
-    fs::create_directories(a.out);
-    model::LossLog log((fs::path(a.out) / model::kTrainLossFile).string(), trainer.steps_done());
-    ProgressBar bar("train stage " + std::to_string(a.stage));
+    std::optional<model::LossLog> log;
+    std::optional<ProgressBar> bar;
+    if (main_rank) {
+        fs::create_directories(a.out);
+        log.emplace((fs::path(a.out) / model::kTrainLossFile).string(), trainer.steps_done());
+        bar.emplace("train stage " + std::to_string(a.stage));
+    }
     const int64_t first_step = trainer.steps_done();
     const auto start = Clock::now();
     model::StepStats stats;
     while (trainer.steps_done() < a.steps) {
         const auto step_start = Clock::now();
-        stats = trainer.step(data.batch(samples, a.batch));
-        samples += a.batch;
-        log.append(stats, seconds_since(step_start));
+        // Sample n of step s and rank r is n = s * world * B + r * B + i, as one process with
+        // the global batch would take them.
+        stats = trainer.step(data.batch(samples + trainer.rank() * a.batch, a.batch));
+        samples += global_batch;
+        if (log) log->append(stats, seconds_since(step_start));
         if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
-            trainer.save(a.out, samples);
+            trainer.save(a.out, samples);  // rank 0 only
         const double per_step = seconds_since(start) / static_cast<double>(stats.step - first_step);
-        bar.update(static_cast<double>(stats.step) / a.steps,
-                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
-                   progress_detail(stats, per_step, a.steps - stats.step));
+        if (bar)
+            bar->update(static_cast<double>(stats.step) / a.steps,
+                        "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
+                        progress_detail(stats, per_step, a.steps - stats.step));
     }
-    bar.finish();
+    if (!main_rank) return 0;
+    bar->finish();
     const int64_t done = trainer.steps_done() - first_step;
     char line[160];
     std::snprintf(line, sizeof line, "%lld steps in %.1f s (%.3f s/step), last loss %.5g",
                   static_cast<long long>(done), seconds_since(start),
                   done > 0 ? seconds_since(start) / done : 0.0, stats.loss);
-    std::cout << "trained stage " << a.stage << " on " << data.clip_count() << " clips: " << line
-              << "; wrote " << model_path << "\n";
+    std::cout << "trained stage " << a.stage << " on " << data.clip_count() << " clips";
+    if (group) std::cout << " with " << group->world_size() << " processes";
+    std::cout << ": " << line << "; wrote " << model_path << "\n";
     return 0;
 }
 
@@ -220,7 +253,9 @@ Runner add_train_command(CLI::App& app) {
     cmd->add_option("--steps", a->steps, "Total optimiser steps")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
-    cmd->add_option("--batch", a->batch, "Clips per step")
+    cmd->add_option("--batch", a->batch,
+                    "Clips per step and process (distributed: the global batch is --batch times "
+                    "WORLD_SIZE)")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
     cmd->add_option("--lr", a->lr, "AdamW learning rate")->capture_default_str();
@@ -237,6 +272,15 @@ Runner add_train_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_flag("--resume", a->resume, "Continue the run in --out bit for bit");
     cmd->add_flag("--v-prediction", a->v_prediction, "Predict v instead of the noise");
+    cmd->add_option("--backend", a->backend,
+                    "Distributed training (with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set "
+                    "as torchrun sets them): gloo (CPU) or nccl (CUDA builds with NCCL)")
+        ->check(CLI::IsMember({"gloo", "nccl"}))
+        ->capture_default_str();
+    cmd->add_option("--dist-timeout", a->dist_timeout,
+                    "Distributed: seconds to wait for the other processes before giving up")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     return [a]() { return run_train(*a); };
 }
 

@@ -110,17 +110,69 @@ torch::Tensor normalize_variance(const torch::Tensor& variance) {
     return (torch::log10(variance.clamp_min(0) + 1e-7) + 5.0) / 2.0;
 }
 
+namespace {
+
+// The random inputs of a batch, each item's drawn from its own generator.
+struct BatchDraws {
+    ConditionMasks masks;
+    torch::Tensor timesteps, noise;
+    MotionFrames motion;  // stage 2 only
+};
+
+torch::Tensor cat_field(const std::vector<ConditionMasks>& items,
+                        torch::Tensor ConditionMasks::*field) {
+    std::vector<torch::Tensor> parts;
+    for (const auto& m : items)
+        parts.push_back(m.*field);
+    return torch::cat(parts);
+}
+
+// Item i draws masks, timestep, noise, then its TSM sampling from generators[i], so an item's
+// draws do not depend on which batch (or rank) it is in.
+BatchDraws draw_batch(const TrainingBatch& batch, const torch::Tensor& x0,
+                      const LossOptions& options, int64_t num_train_timesteps,
+                      const TemporalSegmentOptions& tsm, std::vector<at::Generator>& generators) {
+    if (static_cast<int64_t>(generators.size()) != batch.size())
+        throw Error("training: one generator per batch item needed");
+    torch::NoGradGuard no_grad;
+    const bool video = options.stage == TrainStage::Video;
+    std::vector<ConditionMasks> masks;
+    std::vector<torch::Tensor> timesteps, noise, frames, frame_masks;
+    for (int64_t i = 0; i < batch.size(); ++i) {
+        auto& gen = generators[static_cast<size_t>(i)];
+        masks.push_back(sample_condition_masks(1, gen, options.masks));
+        timesteps.push_back(torch::randint(0, num_train_timesteps, {1}, gen, torch::kLong));
+        noise.push_back(torch::randn(x0.narrow(0, i, 1).sizes(), gen, x0.options()));
+        if (!video) continue;
+        auto motion = abstract_history(batch.history.narrow(0, i, 1),
+                                       batch.history_valid.narrow(0, i, 1), tsm, gen);
+        frames.push_back(motion.frames);
+        frame_masks.push_back(motion.mask);
+    }
+    BatchDraws d;
+    d.masks.drop_audio = cat_field(masks, &ConditionMasks::drop_audio);
+    d.masks.drop_reference = cat_field(masks, &ConditionMasks::drop_reference);
+    d.masks.drop_motion = cat_field(masks, &ConditionMasks::drop_motion);
+    d.masks.condition = cat_field(masks, &ConditionMasks::condition);
+    d.timesteps = torch::cat(timesteps);
+    d.noise = torch::cat(noise);
+    if (video) d.motion = {torch::cat(frames), torch::cat(frame_masks)};
+    return d;
+}
+
+}  // namespace
+
 torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& scheduler,
                              const TrainingBatch& batch, const LossOptions& options,
-                             at::Generator& generator) {
+                             std::vector<at::Generator>& item_generators) {
     check_batch(batch, options.stage);
     const bool video = options.stage == TrainStage::Video;
-    const int64_t b = batch.size();
     const auto x0 = video ? batch.latents : batch.latents.narrow(1, 0, 1);
-    const auto masks = sample_condition_masks(b, generator, options.masks);
-    const auto t =
-        torch::randint(0, scheduler.config().num_train_timesteps, {b}, generator, torch::kLong);
-    const auto noise = torch::randn(x0.sizes(), generator, x0.options());
+    const auto draws = draw_batch(batch, x0, options, scheduler.config().num_train_timesteps,
+                                  model.config.temporal_segment, item_generators);
+    const auto& masks = draws.masks;
+    const auto& t = draws.timesteps;
+    const auto& noise = draws.noise;
 
     LoopyInputs in;
     in.latents = scheduler.add_noise(x0, noise, t);
@@ -133,9 +185,7 @@ torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& schedul
             // The reference net is frozen in stage 2: no graph through it.
             torch::NoGradGuard no_grad;
             in.reference = model.reference_unet->encode_reference(batch.reference);
-            auto motion = abstract_history(batch.history, batch.history_valid,
-                                           model.config.temporal_segment, generator);
-            in.motion = model.reference_unet->encode_motion(motion.frames, motion.mask);
+            in.motion = model.reference_unet->encode_motion(draws.motion.frames, draws.motion.mask);
         }
         in.drop.audio = masks.drop_audio;
         in.drop.motion = masks.drop_motion;
@@ -253,11 +303,71 @@ Trainer::Trainer(LoopyModel model, TrainerOptions options)
     if (options_.ema_decay > 0)
         for (const auto& [name, p] : optimizer_.params())
             ema_.push_back(p.detach().clone());
+    if (options_.distributed) broadcast_state();
 }
 
-at::Generator Trainer::step_generator() const {
+std::vector<at::Generator> Trainer::item_generators(int64_t first_item, int64_t count) const {
     const uint64_t step = options_.repeat_randomness ? 0 : static_cast<uint64_t>(step_);
-    return at::detail::createCPUGenerator(splitmix64(options_.seed ^ splitmix64(step + 1)));
+    const uint64_t step_seed = splitmix64(options_.seed ^ splitmix64(step + 1));
+    std::vector<at::Generator> out;
+    for (int64_t i = 0; i < count; ++i) {
+        const auto item = static_cast<uint64_t>(first_item + i);
+        out.push_back(at::detail::createCPUGenerator(splitmix64(step_seed ^ splitmix64(item + 1))));
+    }
+    return out;
+}
+
+// DistributedDataParallel's reduction: every rank ends with the mean of the ranks' gradients,
+// which for equal per-rank batches is the gradient of the mean loss over the global batch. A
+// gradient missing on a rank (no loss path reached the parameter there) counts as zero, and stays
+// missing only where it is missing on every rank, as it would in one process. Returns the mean
+// loss over the ranks.
+double Trainer::all_reduce_gradients(double loss, int64_t batch_size) {
+    auto& group = *options_.distributed;
+    const auto& params = optimizer_.params();
+    const auto n = static_cast<int64_t>(params.size());
+    // Per parameter "has a gradient", then the loss and the batch size, summed with the gradients.
+    auto extras = torch::zeros({n + 2}, torch::kFloat64);
+    auto e = extras.accessor<double, 1>();  // all_reduce_sum writes into extras in place
+    std::vector<torch::Tensor> buffers;
+    for (int64_t i = 0; i < n; ++i) {
+        const auto& p = params[static_cast<size_t>(i)].second;
+        e[i] = p.grad().defined() ? 1.0 : 0.0;
+        buffers.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+    }
+    e[n] = loss;
+    e[n + 1] = static_cast<double>(batch_size);
+    buffers.push_back(extras);
+    group.all_reduce_sum(buffers);
+
+    const int world = group.world_size();
+    if (e[n + 1] != static_cast<double>(batch_size * world))
+        throw Error("distributed training: every rank needs the same batch size (--batch)");
+    torch::NoGradGuard no_grad;
+    for (int64_t i = 0; i < n; ++i) {
+        auto p = params[static_cast<size_t>(i)].second;
+        auto& summed = buffers[static_cast<size_t>(i)];
+        p.mutable_grad() = e[i] > 0 ? summed.div_(world) : torch::Tensor();
+    }
+    return e[n] / world;
+}
+
+// Rank 0's weights, buffers, optimiser and EMA state and step on every rank.
+void Trainer::broadcast_state() {
+    std::vector<torch::Tensor> tensors;
+    for (auto& p : model_->parameters())
+        tensors.push_back(p);
+    for (auto& b : model_->buffers())
+        tensors.push_back(b);
+    auto state = optimizer_.state();  // the moments alias the optimiser's; the steps are copies
+    for (auto& [name, t] : state)
+        tensors.push_back(t);
+    for (auto& e : ema_)
+        tensors.push_back(e);
+    tensors.push_back(torch::tensor({step_}, torch::kLong));
+    options_.distributed->broadcast(tensors);
+    optimizer_.load_state(state);
+    step_ = tensors.back().item<int64_t>();
 }
 
 double Trainer::lr_at(int64_t step) const {
@@ -285,7 +395,8 @@ DeterministicGuard::~DeterministicGuard() {
 
 StepStats Trainer::step(const TrainingBatch& batch) {
     DeterministicGuard deterministic(options_.reproducible);
-    auto generator = step_generator();
+    // This rank's items are rank * B .. rank * B + B - 1 of the step's global batch.
+    auto generators = item_generators(rank() * batch.size(), batch.size());
     LossOptions loss_options;
     loss_options.stage = options_.stage;
     loss_options.v_prediction = options_.v_prediction;
@@ -294,20 +405,22 @@ StepStats Trainer::step(const TrainingBatch& batch) {
     loss_options.audio.context_seconds = options_.audio_context_seconds;
 
     optimizer_.zero_grad();
-    auto loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generator);
+    auto loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generators);
     loss.backward();
     StepStats stats;
+    stats.loss = loss.item<double>();
+    if (options_.distributed) stats.loss = all_reduce_gradients(stats.loss, batch.size());
     stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
     stats.lr = lr_at(step_);
     optimizer_.step(stats.lr);
     optimizer_.zero_grad();  // frees the gradients between steps
     update_ema();
-    stats.loss = loss.item<double>();
     stats.step = ++step_;
     return stats;
 }
 
 void Trainer::save(const std::string& dir, int64_t samples_seen) const {
+    if (!writes_files()) return;
     fs::create_directories(dir);
     auto& model = *model_.ptr();
     const Metadata meta = {{"loopy.train.step", std::to_string(step_)},
@@ -332,6 +445,28 @@ void Trainer::save(const std::string& dir, int64_t samples_seen) const {
 }
 
 int64_t Trainer::resume(const std::string& dir) {
+    if (!options_.distributed) return load_run(dir);
+    // Rank 0 reads the files; the others learn whether it could, then receive its state.
+    int64_t samples = 0;
+    std::string error;
+    if (writes_files()) {
+        try {
+            samples = load_run(dir);
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    }
+    std::vector<torch::Tensor> header = {
+        torch::tensor({error.empty() ? int64_t{1} : int64_t{0}, samples})};
+    options_.distributed->broadcast(header);
+    if (!error.empty()) throw Error(error);
+    if (header[0][0].item<int64_t>() == 0)
+        throw Error("rank 0 could not resume from " + dir + " (its output says why)");
+    broadcast_state();
+    return header[0][1].item<int64_t>();
+}
+
+int64_t Trainer::load_run(const std::string& dir) {
     const auto state_path = (fs::path(dir) / kTrainStateFile).string();
     const auto model_path = (fs::path(dir) / kTrainModelFile).string();
     Metadata state_meta, model_meta;

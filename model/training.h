@@ -4,13 +4,16 @@
 // checkpoints that resume bit for bit. No data loading here (render/train_data.h fills a
 // TrainingBatch).
 //
-// Randomness: every draw of a step (masks, timesteps, noise, TSM sampling) comes from a generator
-// seeded by (seed, step) alone, so the random state after N steps is N itself, and a resumed run
-// draws exactly what an uninterrupted one would.
+// Randomness: every draw for an item of a step (masks, timestep, noise, TSM sampling) comes from a
+// generator seeded by (seed, step, the item's index in the step's global batch) alone, so the
+// random state after N steps is N itself (a resumed run draws exactly what an uninterrupted one
+// would), and a rank of a distributed run draws for its slice of the global batch exactly what
+// one process with the whole batch would.
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +21,7 @@
 #include "core/checkpoint.h"
 #include "model/audio_features.h"
 #include "model/ddim.h"
+#include "model/distributed.h"
 #include "model/loopy_model.h"
 
 namespace loopy::model {
@@ -80,10 +84,11 @@ struct LossOptions {
 };
 
 // Mean squared error of the model's prediction for one batch (forward only). Stage 1 uses only
-// the first target frame and no motion / audio inputs.
+// the first target frame and no motion / audio inputs. Item i's masks, timestep, noise and TSM
+// sampling are drawn from item_generators[i] (one per item), in that order.
 torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& scheduler,
                              const TrainingBatch& batch, const LossOptions& options,
-                             at::Generator& generator);
+                             std::vector<at::Generator>& item_generators);
 
 // --- the optimiser ---
 
@@ -149,6 +154,10 @@ struct TrainerOptions {
     // Keep oneDNN off during steps so that --resume is bit-exact; off: several times faster
     // convolution backward on CPU, results reproducible only to rounding.
     bool reproducible = true;
+    // Data-parallel training (null: one process). Each rank's step() takes its own slice of
+    // equal size B of the global batch (items rank * B .. rank * B + B - 1); gradients and the
+    // loss are averaged over the ranks, and only rank 0 writes files.
+    std::shared_ptr<ProcessGroup> distributed;
 };
 
 struct StepStats {
@@ -165,25 +174,35 @@ inline constexpr const char* kTrainLossFile = "loss.csv";
 class Trainer {
   public:
     // Freezes every parameter the stage does not train (the VAE always). The model is put in
-    // training mode, on the CPU, float32.
+    // training mode, on the CPU, float32. Distributed: every rank then holds rank 0's weights.
     Trainer(LoopyModel model, TrainerOptions options);
 
-    StepStats step(const TrainingBatch& batch);  // one optimiser step
+    // One optimiser step. Distributed: a collective (every rank calls it with its batch slice),
+    // `loss` in the result is the mean over all ranks.
+    StepStats step(const TrainingBatch& batch);
     int64_t steps_done() const { return step_; }
     double lr_at(int64_t step) const;
     LoopyModelImpl& model() { return *model_; }
     const TrainerOptions& options() const { return options_; }
+    int rank() const { return options_.distributed ? options_.distributed->rank() : 0; }
+    int world_size() const { return options_.distributed ? options_.distributed->world_size() : 1; }
+    bool writes_files() const { return rank() == 0; }  // only rank 0 saves
 
     // Atomic writes of DIR/model.safetensors (a Loopy checkpoint `loopy render` reads), with EMA
     // DIR/model_ema.safetensors (the EMA weights, for rendering), then DIR/train_state.safetensors
     // (optimiser, EMA, step, seed, samples seen; written last: it marks a complete save).
+    // Does nothing on ranks other than 0.
     void save(const std::string& dir, int64_t samples_seen) const;
     // Loads the model and the state saved by save(); returns the samples seen. Throws if the
     // files disagree (a save interrupted between files) or the options differ in stage or seed.
+    // Distributed: a collective; rank 0 reads the files and sends the state to the others.
     int64_t resume(const std::string& dir);
 
   private:
-    at::Generator step_generator() const;
+    std::vector<at::Generator> item_generators(int64_t first_item, int64_t count) const;
+    int64_t load_run(const std::string& dir);
+    double all_reduce_gradients(double loss, int64_t batch_size);
+    void broadcast_state();
     void update_ema();
 
     LoopyModel model_;

@@ -10,31 +10,14 @@
 #include "model/vae_training.h"
 #include "pipeline/tiny_model.h"
 #include "test_util.h"
+#include "train/random_batch.h"
 
 using namespace loopy;
 using model::TrainStage;
 
 namespace {
 
-// A random batch of `b` items for `config`, fully determined by `seed`.
-model::TrainingBatch random_batch(const model::LoopyConfig& config, int64_t b, uint64_t seed) {
-    auto gen = at::detail::createCPUGenerator(seed);
-    const int64_t c = config.vae_config().latent_channels, s = config.latent_size();
-    const int64_t f = config.num_frames, h = config.history_frames();
-    model::TrainingBatch batch;
-    batch.latents = torch::randn({b, f, c, s, s}, gen);
-    batch.history = torch::randn({b, h, c, s, s}, gen);
-    batch.history_valid = torch::rand({b, h}, gen) < 0.7;
-    batch.reference = torch::randn({b, c, s, s}, gen);
-    const auto plan = model::plan_audio_window(config.audio_encoder_config(), {}, 0, f);
-    for (int64_t i = 0; i < b; ++i) {
-        auto wave = torch::randn({plan.num_samples}, gen) * 0.1;
-        batch.audio.emplace_back(wave.data_ptr<float>(), wave.data_ptr<float>() + wave.numel());
-    }
-    batch.head_variance = torch::rand({b, 1}, gen) * 1e-4;
-    batch.expression_variance = torch::rand({b, 1}, gen) * 1e-4;
-    return batch;
-}
+using test::random_batch;
 
 std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& module) {
     std::map<std::string, torch::Tensor> out;
