@@ -8,6 +8,7 @@ if(CLANG_FORMAT_EXE)
          ${PROJECT_SOURCE_DIR}/audio/*.cpp ${PROJECT_SOURCE_DIR}/audio/*.h
          ${PROJECT_SOURCE_DIR}/render/*.cpp ${PROJECT_SOURCE_DIR}/render/*.h
          ${PROJECT_SOURCE_DIR}/ui/*.cpp ${PROJECT_SOURCE_DIR}/ui/*.h
+         ${PROJECT_SOURCE_DIR}/packaging/*.cpp
          ${PROJECT_SOURCE_DIR}/tests/*.cpp ${PROJECT_SOURCE_DIR}/tests/*.h)
     add_custom_target(format COMMAND ${CLANG_FORMAT_EXE} -i ${LOOPY_FORMAT_SOURCES}
                       COMMENT "clang-format (in place)" VERBATIM)

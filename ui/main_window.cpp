@@ -333,6 +333,10 @@ bool MainWindow::openFile(const QString& path) {
             return openPortrait(path);
         case MediaKind::Audio:
             return openAudio(path);
+        case MediaKind::Checkpoint:  // checked when the engine loads it, with a clear error
+            model_->setCheckpoint(QFileInfo(path).absoluteFilePath());
+            clearError();
+            return true;
         case MediaKind::Unsupported:
             break;
     }
@@ -415,8 +419,8 @@ bool MainWindow::readyToRun(bool live) {
     const QString checkpoint = model_->checkpoint();
     if (checkpoint.isEmpty()) {
         showError(
-            tr("No checkpoint chosen: choose a Loopy .safetensors file under Model "
-               "(the demo model is resources/models/loopy-tiny-demo.safetensors)."));
+            tr("No checkpoint chosen: choose a Loopy .safetensors file under Model or drop one "
+               "on the window (the bundled demo model was not found: see the log)."));
         return false;
     }
     if (!QFileInfo(checkpoint).isFile()) {

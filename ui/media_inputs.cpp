@@ -24,6 +24,7 @@ MediaKind classify_media(const QString& path) {
     const QString suffix = QFileInfo(path).suffix().toLower();
     if (portrait_extensions().contains(suffix)) return MediaKind::Portrait;
     if (audio_extensions().contains(suffix)) return MediaKind::Audio;
+    if (suffix == QLatin1String("safetensors")) return MediaKind::Checkpoint;
     return MediaKind::Unsupported;
 }
 

@@ -12,9 +12,9 @@
 
 namespace loopy::ui {
 
-enum class MediaKind { Portrait, Audio, Unsupported };
+enum class MediaKind { Portrait, Audio, Checkpoint, Unsupported };
 
-// By file name extension.
+// By file name extension (.safetensors: a Loopy checkpoint).
 MediaKind classify_media(const QString& path);
 QStringList portrait_extensions();  // "png", "jpg", ...
 QStringList audio_extensions();     // "wav", "mp3", ...

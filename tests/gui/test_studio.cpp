@@ -201,6 +201,13 @@ class StudioTest : public QObject {
         // A good file clears the error.
         QVERIFY(w->openAudio(audio_long_));
         QVERIFY(w->lastError().isEmpty());
+
+        // A dropped checkpoint becomes the model (the file manager opens them this way too).
+        const QString checkpoint = dir_.filePath("dropped.safetensors");
+        write_file(checkpoint, "{}");
+        drop_files(w.get(), {checkpoint});
+        QCOMPARE(w->modelPanel()->checkpoint(), QFileInfo(checkpoint).absoluteFilePath());
+        QCOMPARE(w->portraitPath(), portrait_);
     }
 
     void shortcutsAndMissingCheckpoint() {
