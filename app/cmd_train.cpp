@@ -11,6 +11,7 @@
 #include "app/commands.h"
 #include "app/progress_bar.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/system.h"
 #include "model/distributed.h"
 #include "model/loopy_model.h"
@@ -186,6 +187,18 @@ torch::Tensor vae_batch(const std::vector<render::TrainClip>& clips, uint64_t se
     return torch::stack(images).to(torch::kFloat32).div(127.5).sub(1.0);
 }
 
+// Sets the VAE's scaling factor (config and module) so that the diffusion stages see
+// unit-variance latents, from 256 frames of the training clips.
+void calibrate_latent_scale(model::LoopyModelImpl& net, const std::vector<render::TrainClip>& clips,
+                            uint64_t seed) {
+    const auto images = vae_batch(clips, seed ^ 0x5CA1Eull, 0, 256);
+    const double factor = model::latent_scaling_factor(*net.vae, images);
+    logger()->info("VAE latent scale: std {:.4g}, scaling_factor {:.6g} (was {:.6g})", 1.0 / factor,
+                   factor, net.vae->config.scaling_factor);
+    net.vae->config.scaling_factor = factor;
+    net.config.vae["scaling_factor"] = factor;
+}
+
 int run_train_vae(const TrainVaeArgs& a) {
     if (a.threads > 0) set_num_threads(a.threads);
     if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
@@ -219,6 +232,8 @@ int run_train_vae(const TrainVaeArgs& a) {
                    progress_detail(stats, per_step, a.steps - stats.step));
     }
     bar.finish();
+    calibrate_latent_scale(*net, clips, a.seed);
+    model::save_loopy_checkpoint(a.out, *net, meta);
     std::printf("trained the VAE %lld steps in %.1f s, last loss %.5g; wrote %s\n",
                 static_cast<long long>(a.steps), seconds_since(start), stats.loss, a.out.c_str());
     return 0;
@@ -290,8 +305,9 @@ Runner add_train_vae_command(CLI::App& app) {
         "train-vae", "Train the VAE of a small config and write a Loopy checkpoint");
     add_common(cmd, a->data, a->init, a->config, a->seed, a->threads, a->fast);
     cmd->add_option("-o,--out", a->out, "Loopy checkpoint to write")->required();
-    cmd->add_option("--steps", a->steps, "Optimiser steps")
-        ->check(CLI::PositiveNumber)
+    cmd->add_option("--steps", a->steps,
+                    "Optimiser steps (0: only calibrate the latent scaling factor of --init)")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     cmd->add_option("--batch", a->batch, "Frames per step")
         ->check(CLI::PositiveNumber)

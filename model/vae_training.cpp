@@ -2,6 +2,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "core/error.h"
+
 namespace loopy::model {
 
 namespace {
@@ -36,6 +38,20 @@ VaeLoss vae_loss(AutoencoderKLImpl& vae, const torch::Tensor& images, const VaeL
     loss.kl = 0.5 * (posterior.mean.pow(2) + var - 1.0 - posterior.logvar).flatten(1).sum(1).mean();
     loss.total = loss.reconstruction + options.kl_weight * loss.kl;
     return loss;
+}
+
+double latent_scaling_factor(AutoencoderKLImpl& vae, const torch::Tensor& images) {
+    torch::NoGradGuard no_grad;
+    const bool training = vae.is_training();
+    vae.eval();
+    std::vector<torch::Tensor> latents;
+    for (int64_t i = 0; i < images.size(0); i += 16)
+        latents.push_back(
+            vae.encode(images.narrow(0, i, std::min<int64_t>(16, images.size(0) - i))).mode());
+    vae.train(training);
+    const double std = torch::cat(latents).to(torch::kFloat64).std().item<double>();
+    if (!(std > 0)) throw Error("VAE latents have no variance: cannot calibrate the scaling");
+    return 1.0 / std;
 }
 
 VaeTrainer::VaeTrainer(AutoencoderKL vae, VaeTrainerOptions options)

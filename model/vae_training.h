@@ -34,6 +34,11 @@ struct VaeTrainerOptions {
     bool reproducible = true;  // as TrainerOptions::reproducible
 };
 
+// Stable Diffusion's rule for a new VAE: the scaling factor that gives the latents (the
+// posterior modes of `images`, [N, 3, S, S] in [-1, 1]) unit standard deviation, 1 / std. The
+// diffusion schedule assumes unit-variance data; SD's 0.18215 fits SD's VAE only.
+double latent_scaling_factor(AutoencoderKLImpl& vae, const torch::Tensor& images);
+
 // AdamW over every VAE parameter; the generator of step N is seeded by (seed, N).
 class VaeTrainer {
   public:

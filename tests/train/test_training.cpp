@@ -222,6 +222,17 @@ class TrainingTest : public QObject {
         QVERIFY2(last < first / 3, qPrintable(QString("%1 -> %2").arg(first).arg(last)));
     }
 
+    void latentScalingGivesUnitVariance() {
+        auto vae = test::random_network(test::micro_config())->vae;
+        auto images = torch::rand({20, 3, 32, 32}, at::detail::createCPUGenerator(5)) * 2 - 1;
+        const double factor = model::latent_scaling_factor(*vae, images);
+        torch::NoGradGuard no_grad;
+        vae->eval();
+        const double scaled_std = (vae->encode(images).mode() * factor).std().item<double>();
+        QVERIFY2(std::abs(scaled_std - 1.0) < 1e-4, qPrintable(QString::number(scaled_std)));
+        QVERIFY(std::abs(factor - 0.18215) > 1e-3);  // a random VAE is not SD's
+    }
+
   private:
     void check_stage(TrainStage stage) {
         const auto config = test::micro_config();
