@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/safetensors.h"
 #include "model/temporal_segment.h"
 
@@ -412,6 +413,15 @@ StepStats Trainer::step(const TrainingBatch& batch) {
     if (options_.distributed) stats.loss = all_reduce_gradients(stats.loss, batch.size());
     stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
     stats.lr = lr_at(step_);
+    // One non-finite batch (an overflow) would turn every weight into NaN for good: skip its
+    // update instead. All ranks see the same reduced loss and norm, so they skip together.
+    if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
+        optimizer_.zero_grad();
+        stats.skipped = true;
+        logger()->warn("step {}: non-finite loss or gradient, update skipped", step_ + 1);
+        stats.step = ++step_;
+        return stats;
+    }
     optimizer_.step(stats.lr);
     optimizer_.zero_grad();  // frees the gradients between steps
     update_ema();

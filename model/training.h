@@ -163,6 +163,7 @@ struct TrainerOptions {
 struct StepStats {
     int64_t step = 0;  // steps done after this one
     double loss = 0, lr = 0, grad_norm = 0;
+    bool skipped = false;  // non-finite loss or gradient: no update was made
 };
 
 // Files of a training run's folder.

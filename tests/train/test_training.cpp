@@ -222,6 +222,25 @@ class TrainingTest : public QObject {
         QVERIFY2(last < first / 3, qPrintable(QString("%1 -> %2").arg(first).arg(last)));
     }
 
+    void nonFiniteStepIsSkippedWithoutTouchingTheWeights() {
+        const auto config = test::micro_config();
+        model::Trainer trainer(test::random_network(config), fast_options(TrainStage::Video));
+        const auto before = snapshot(trainer.model());
+        auto batch = random_batch(config, 2, 11);
+        batch.latents[0][0][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+        const auto stats = trainer.step(batch);
+        QVERIFY(stats.skipped);
+        QCOMPARE(stats.step, int64_t(1));
+        for (const auto& [name, value] : snapshot(trainer.model()))
+            QVERIFY2(torch::equal(value, before.at(name)), name.c_str());
+        const auto next = trainer.step(random_batch(config, 2, 12));  // training goes on
+        QVERIFY(!next.skipped && std::isfinite(next.loss));
+        bool changed = false;
+        for (const auto& [name, value] : snapshot(trainer.model()))
+            changed = changed || !torch::equal(value, before.at(name));
+        QVERIFY(changed);
+    }
+
     void latentScalingGivesUnitVariance() {
         auto vae = test::random_network(test::micro_config())->vae;
         auto images = torch::rand({20, 3, 32, 32}, at::detail::createCPUGenerator(5)) * 2 - 1;
