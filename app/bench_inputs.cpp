@@ -6,6 +6,8 @@
 #include <cmath>
 #include <fstream>
 
+#include "core/system.h"
+
 namespace loopy::cli {
 
 std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::string& config_name,
@@ -32,6 +34,15 @@ std::vector<float> bench_audio(double seconds) {
         x[i] = static_cast<float>(0.3 * std::sin(2 * M_PI * 4 * t) * std::sin(2 * M_PI * 200 * t));
     }
     return x;
+}
+
+nlohmann::json machine_json() {
+    const auto info = system_info();
+    return {{"torch", info.torch_version},
+            {"threads", info.threads},
+            {"hardware_threads", info.hardware_cores},
+            {"blas", info.blas},
+            {"cpu_capability", info.cpu_capability}};
 }
 
 long peak_rss_kib() {

@@ -3,6 +3,7 @@
 // inputs and memory figures.
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@ std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::str
                                    int resolution, const ModelOptions& options);
 std::vector<std::uint8_t> bench_portrait(int size);  // a deterministic pattern
 std::vector<float> bench_audio(double seconds);      // 16 kHz, a 200 Hz tone pulsing at 4 Hz
+// The machine a `--json` result was measured on (LibTorch, threads, BLAS, CPU kernel level).
+nlohmann::json machine_json();
 long peak_rss_kib();
 long current_rss_kib();
 

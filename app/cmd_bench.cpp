@@ -8,6 +8,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app/bench_inputs.h"
 #include "app/commands.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
@@ -140,12 +141,7 @@ void print(const std::vector<Row>& rows, double matmul_gflops) {
 
 void write_json(const std::string& path, const std::vector<Row>& rows, double matmul_gflops) {
     nlohmann::json j;
-    const SystemInfo info = system_info();
-    j["machine"] = {{"torch", info.torch_version},
-                    {"threads", info.threads},
-                    {"hardware_threads", info.hardware_cores},
-                    {"blas", info.blas},
-                    {"cpu_capability", info.cpu_capability}};
+    j["machine"] = machine_json();
     j["matmul_gflops"] = matmul_gflops;
     for (const Row& r : rows)
         j["modules"].push_back({{"network", r.network},

@@ -116,10 +116,7 @@ int run_bench_live(BenchLiveArgs& a) {
               << peak_rss_kib() / 1024 << " MiB\n";
     if (!a.json_out.empty()) {
         nlohmann::json j;
-        j["machine"] = {{"torch", info.torch_version},
-                        {"threads", info.threads},
-                        {"hardware_threads", info.hardware_cores},
-                        {"blas", info.blas}};
+        j["machine"] = machine_json();
         j["config"] = {{"name", m->config().name},   {"resolution", m->resolution()},
                        {"steps", a.settings.steps},  {"cfg", a.cfg},
                        {"checkpoint", a.checkpoint}, {"max_pending_seconds", a.max_pending}};

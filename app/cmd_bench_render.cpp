@@ -90,11 +90,7 @@ int run_bench_render(BenchRenderArgs& a) {
               << "peak RSS " << peak_rss_kib() / 1024 << " MiB\n";
     if (!a.json_out.empty()) {
         nlohmann::json j;
-        j["machine"] = {{"torch", info.torch_version},
-                        {"threads", info.threads},
-                        {"hardware_threads", info.hardware_cores},
-                        {"blas", info.blas},
-                        {"cpu_capability", info.cpu_capability}};
+        j["machine"] = machine_json();
         j["config"] = {{"name", m->config().name},      {"resolution", m->resolution()},
                        {"steps", a.settings.steps},     {"cfg", a.cfg},
                        {"device", m->options().device}, {"dtype", m->options().dtype}};
