@@ -50,7 +50,7 @@ struct TrainArgs {
     std::string data, out, init, config;
     int stage = 2;
     int64_t steps = 1000, batch = 1, checkpoint_every = 500, warmup = 0;
-    double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0;
+    double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0, mouth_weight = 1.0;
     uint64_t seed = 0;
     bool resume = false, v_prediction = false, fast = false;
     int threads = 0;
@@ -108,6 +108,7 @@ int run_train(const TrainArgs& a) {
     render::TrainDataOptions data_options;
     data_options.frames = a.stage == 1 ? 1 : net->config.num_frames;
     data_options.seed = a.seed;
+    data_options.mouth_loss_weight = a.mouth_weight;
     data_options.audio.window = net->config.audio_projection.window;
     data_options.audio.context_seconds = trainer.options().audio_context_seconds;
     std::optional<ProgressBar> load_bar;
@@ -287,6 +288,11 @@ Runner add_train_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_flag("--resume", a->resume, "Continue the run in --out bit for bit");
     cmd->add_flag("--v-prediction", a->v_prediction, "Predict v instead of the noise");
+    cmd->add_option("--mouth-weight", a->mouth_weight,
+                    "Weigh the loss on each frame's mouth box (from truth.json) this many times "
+                    "more (1: plain mean)")
+        ->check(CLI::Range(1.0, 1000.0))
+        ->capture_default_str();
     cmd->add_option("--backend", a->backend,
                     "Distributed training (with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set "
                     "as torchrun sets them): gloo (CPU) or nccl (CUDA builds with NCCL)")

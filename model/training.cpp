@@ -161,6 +161,16 @@ BatchDraws draw_batch(const TrainingBatch& batch, const torch::Tensor& x0,
     return d;
 }
 
+// Per item sum(w * (a - b)^2) / sum(w) (w broadcast over the channels), then the mean over items:
+// mse_loss when w is constant, and per item so that ranks of a distributed run average exactly.
+torch::Tensor weighted_mse(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& w) {
+    if (w.dim() != a.dim() || w.size(0) != a.size(0) || w.size(1) != a.size(1) ||
+        w.size(-1) != a.size(-1) || w.size(-2) != a.size(-2))
+        throw Error("training batch: loss_weight must be [B, F, 1, h, w] like the latents");
+    const auto full = w.expand_as(a).flatten(1);
+    return ((full * (a - b).pow(2).flatten(1)).sum(1) / full.sum(1)).mean();
+}
+
 }  // namespace
 
 torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& scheduler,
@@ -197,7 +207,9 @@ torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& schedul
     }
     const auto prediction = model.predict_noise(in);
     const auto target = options.v_prediction ? scheduler.velocity(x0, noise, t) : noise;
-    return torch::mse_loss(prediction, target);
+    if (!batch.loss_weight.defined()) return torch::mse_loss(prediction, target);
+    return weighted_mse(prediction, target,
+                        video ? batch.loss_weight : batch.loss_weight.narrow(1, 0, 1));
 }
 
 // --- AdamW ---

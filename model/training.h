@@ -37,6 +37,9 @@ struct TrainingBatch {
     std::vector<std::vector<float>> audio;
     torch::Tensor head_variance;        // [B, 1]: the raw keypoint variance of the F frames
     torch::Tensor expression_variance;  // [B, 1]
+    // Optional [B, F, 1, h, w] weights of the squared error (broadcast over channels); the loss
+    // is then sum(w * e^2) / sum(w * 1) instead of the mean. Undefined: the plain mean.
+    torch::Tensor loss_weight;
 
     int64_t size() const { return latents.defined() ? latents.size(0) : 0; }
 };

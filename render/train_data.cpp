@@ -16,6 +16,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kNoseTip = 30;
+constexpr int kMouthFirst = 48, kMouthEnd = 68;  // outer and inner lip keypoints
 
 uint64_t mix(uint64_t x) {
     x += 0x9E3779B97F4A7C15ull;
@@ -134,6 +135,8 @@ TrainClip read_train_clip(const std::string& folder, int64_t resolution) {
     // Brows, nose and eyes (17..47) without the tip, relative to the tip.
     auto points = torch::cat({keypoints.slice(1, 17, kNoseTip), keypoints.slice(1, 31, 48)}, 1);
     clip.expression = points - clip.nose.unsqueeze(1);
+    const auto mouth = keypoints.slice(1, kMouthFirst, kMouthEnd);
+    clip.mouth_box = torch::cat({std::get<0>(mouth.min(1)), std::get<0>(mouth.max(1))}, 1);
     return clip;
 }
 
@@ -146,11 +149,33 @@ double expression_variance(const TrainClip& clip, int64_t first, int64_t n) {
     return summed_variance(window) / static_cast<double>(window.size(1));
 }
 
+torch::Tensor mouth_weight_map(const TrainClip& clip, int64_t first, int64_t n, int64_t s,
+                               double weight) {
+    auto map = torch::ones({n, 1, s, s});
+    const auto box = clip.mouth_box.narrow(0, first, n);
+    auto b = box.accessor<double, 2>();
+    const auto cell = [&](double v) {
+        return std::clamp<int64_t>(static_cast<int64_t>(std::floor(v * static_cast<double>(s))), 0,
+                                   s - 1);
+    };
+    for (int64_t t = 0; t < n; ++t) {
+        // One cell of margin: the lips' motion also shows in the cells around the box.
+        const int64_t x0 = std::max<int64_t>(0, cell(b[t][0]) - 1);
+        const int64_t y0 = std::max<int64_t>(0, cell(b[t][1]) - 1);
+        const int64_t x1 = std::min(s - 1, cell(b[t][2]) + 1);
+        const int64_t y1 = std::min(s - 1, cell(b[t][3]) + 1);
+        map[t][0].narrow(0, y0, y1 - y0 + 1).narrow(1, x0, x1 - x0 + 1).fill_(weight);
+    }
+    return map;
+}
+
 TrainDataset::TrainDataset(const std::string& dir, const model::LoopyConfig& config,
                            model::AutoencoderKLImpl& vae, TrainDataOptions options,
                            const Progress& progress)
     : config_(config), options_(options) {
     if (options_.frames < 1) throw Error("training data: frames per sample must be >= 1");
+    if (!(options_.mouth_loss_weight >= 1.0))
+        throw Error("training data: the mouth loss weight must be >= 1");
     const auto folders = find_train_clips(dir);
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < folders.size(); ++i) {
@@ -185,7 +210,7 @@ SampleSource TrainDataset::source(int64_t sample) const {
 
 model::TrainingBatch TrainDataset::batch(int64_t first, int64_t count) const {
     const int64_t h = config_.history_frames(), f = options_.frames;
-    std::vector<torch::Tensor> latents, history, valid, reference;
+    std::vector<torch::Tensor> latents, history, valid, reference, weights;
     model::TrainingBatch b;
     std::vector<double> head, expression;
     for (int64_t i = 0; i < count; ++i) {
@@ -216,11 +241,15 @@ model::TrainingBatch TrainDataset::batch(int64_t first, int64_t count) const {
         b.audio.push_back(std::move(samples));
         head.push_back(head_movement_variance(clip, src.first_frame, f));
         expression.push_back(expression_variance(clip, src.first_frame, f));
+        if (options_.mouth_loss_weight > 1.0)
+            weights.push_back(mouth_weight_map(clip, src.first_frame, f, lat.size(3),
+                                               options_.mouth_loss_weight));
     }
     b.latents = torch::stack(latents);
     b.history = torch::stack(history);
     b.history_valid = torch::stack(valid);
     b.reference = torch::stack(reference);
+    if (!weights.empty()) b.loss_weight = torch::stack(weights);
     b.head_variance = torch::tensor(head, torch::kFloat64).to(torch::kFloat32).view({count, 1});
     b.expression_variance =
         torch::tensor(expression, torch::kFloat64).to(torch::kFloat32).view({count, 1});

@@ -27,6 +27,7 @@ struct TrainClip {
     std::vector<float> audio;  // 16 kHz mono
     torch::Tensor nose;        // float64 [T, 2]: keypoint 30, normalised by the image size
     torch::Tensor expression;  // float64 [T, 30, 2]: keypoints 17..47 except 30, minus the nose
+    torch::Tensor mouth_box;   // float64 [T, 4]: x0, y0, x1, y1 of keypoints 48..67, normalised
     int64_t frame_count() const { return frames.size(0); }
 };
 
@@ -47,7 +48,15 @@ struct TrainDataOptions {
     int64_t frames = 12;  // target frames per sample (stage 1 uses 1)
     uint64_t seed = 0;
     model::AudioFeatureOptions audio;  // window from the config; context as inference's
+    // > 1: the loss weighs the latent cells under each frame's mouth box this many times more
+    // (TrainingBatch::loss_weight); 1: a plain mean. See docs/training.md ("mouth weight").
+    double mouth_loss_weight = 1.0;
 };
+
+// The loss weight map [F, 1, s, s] of frames [first, first + n) of `clip` on an s x s latent
+// grid: `weight` on the cells the frame's mouth box (grown by one cell) touches, 1 elsewhere.
+torch::Tensor mouth_weight_map(const TrainClip& clip, int64_t first, int64_t n, int64_t s,
+                               double weight);
 
 // Where sample n comes from.
 struct SampleSource {

@@ -123,6 +123,47 @@ class TrainDataTest : public QObject {
         }
     }
 
+    // --mouth-weight: the weight map covers each frame's mouth box (from the lip keypoints) and
+    // nothing far from it; batches carry the map of their frames; weight 1 gives no map.
+    void mouthWeightCoversTheMouth() {
+        const auto clip = render::read_train_clip(render::find_train_clips(dir_)[0], 32);
+        const int64_t s = 16;  // the tiny config's latent grid at 128 px
+        const auto map = render::mouth_weight_map(clip, 10, 20, s, 8.0);
+        QCOMPARE(map.sizes().vec(), (std::vector<int64_t>{20, 1, s, s}));
+        const auto heavy = map == 8.0;
+        QVERIFY((heavy | (map == 1.0)).all().item<bool>());
+        for (int64_t t = 0; t < 20; ++t) {
+            const auto box = clip.mouth_box[10 + t];
+            const double cx = (box[0].item<double>() + box[2].item<double>()) / 2;
+            const double cy = (box[1].item<double>() + box[3].item<double>()) / 2;
+            QVERIFY(cy > 0.55 && cy < 0.85);  // the synthetic face's mouth: below the middle
+            const auto x = static_cast<int64_t>(cx * s), y = static_cast<int64_t>(cy * s);
+            QVERIFY(heavy[t][0][y][x].item<bool>());
+            QVERIFY(!heavy[t][0][0][0].item<bool>() && !heavy[t][0][s / 4][x].item<bool>());
+            const auto cells = heavy[t][0].sum().item<int64_t>();
+            QVERIFY(cells >= 4 && cells < s * s / 4);
+        }
+
+        render::TrainDataOptions o;
+        o.frames = config_.num_frames;
+        o.seed = 3;
+        render::TrainDataset plain(dir_, config_, *net_->vae, o);
+        QVERIFY(!plain.batch(0, 2).loss_weight.defined());
+        o.mouth_loss_weight = 8.0;
+        render::TrainDataset data(dir_, config_, *net_->vae, o);
+        const auto batch = data.batch(0, 3);
+        for (int64_t i = 0; i < 3; ++i) {
+            const auto src = data.source(i);
+            QVERIFY(torch::equal(batch.loss_weight[i],
+                                 render::mouth_weight_map(data.clip(src.clip), src.first_frame,
+                                                          o.frames, config_.latent_size(), 8.0)));
+        }
+        o.mouth_loss_weight = 0.5;
+        QVERIFY(test::contains(
+            test::error_of([&] { render::TrainDataset(dir_, config_, *net_->vae, o); }),
+            "mouth loss weight"));
+    }
+
     void orderIsSeededAndVisitsEveryClip() {
         render::TrainDataOptions o;
         o.seed = 9;

@@ -241,6 +241,39 @@ class TrainingTest : public QObject {
         QVERIFY(changed);
     }
 
+    // loss_weight: a per-item weighted mean, so scaling one item's weights changes nothing, a
+    // constant weight gives the plain mean, and a non-uniform one changes the loss.
+    void lossWeightIsAPerItemWeightedMean() {
+        const auto config = test::micro_config();
+        auto net = test::random_network(config);
+        net->eval();
+        torch::NoGradGuard no_grad;
+        model::DDIMScheduler scheduler(model::DDIMConfig{});
+        model::LossOptions options;
+        options.audio.window = config.audio_projection.window;
+        auto batch = random_batch(config, 2, 21);
+        auto loss = [&](const torch::Tensor& weight) {
+            batch.loss_weight = weight;
+            std::vector<at::Generator> gens = {at::detail::createCPUGenerator(1),
+                                               at::detail::createCPUGenerator(2)};
+            return model::diffusion_loss(*net, scheduler, batch, options, gens).item<double>();
+        };
+        const auto& lat = batch.latents;
+        const auto shape = std::vector<int64_t>{2, lat.size(1), 1, lat.size(3), lat.size(4)};
+        const double plain = loss({});
+        QVERIFY(std::abs(loss(torch::full(shape, 3.0)) - plain) < 1e-6 * plain);
+        auto scaled = torch::ones(shape);
+        scaled[1].fill_(50.0);  // a global normalisation would weigh item 1 fifty times more
+        QVERIFY(std::abs(loss(scaled) - plain) < 1e-6 * plain);
+        auto mouth = torch::ones(shape);
+        mouth.narrow(3, 0, 2).fill_(20.0);
+        QVERIFY(std::abs(loss(mouth) - plain) > 1e-3 * plain);
+        QVERIFY(test::contains(test::error_of([&] {
+                                   loss(torch::ones({2, 1, 1, 2, 2}));
+                               }),
+                               "loss_weight"));
+    }
+
     void latentScalingGivesUnitVariance() {
         auto vae = test::random_network(test::micro_config())->vae;
         auto images = torch::rand({20, 3, 32, 32}, at::detail::createCPUGenerator(5)) * 2 - 1;
