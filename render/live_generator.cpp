@@ -36,16 +36,17 @@ class MicrophoneSource final : public LiveAudioSource {
     audio::MicrophoneCapture mic_;
 };
 
-// Audio "arrives" as the wall clock passes: no thread, no ring, exact capture times.
+// Audio "arrives" as the clock passes: no thread, no ring, exact capture times.
 class ReplaySource final : public LiveAudioSource {
   public:
-    ReplaySource(std::vector<float> samples, int loops)
+    ReplaySource(std::vector<float> samples, int loops, LiveClockSource clock)
         : samples_(std::move(samples)),
-          total_(static_cast<std::int64_t>(samples_.size()) * std::max(loops, 1)) {
+          total_(static_cast<std::int64_t>(samples_.size()) * std::max(loops, 1)),
+          clock_(clock ? std::move(clock) : LiveClockSource(LiveClock::now)) {
         if (samples_.empty()) throw Error("live replay: no audio");
     }
     void start() override {
-        start_ = LiveClock::now();
+        start_ = clock_();
         started_ = true;
         stopped_at_ = -1;
     }
@@ -82,13 +83,13 @@ class ReplaySource final : public LiveAudioSource {
     std::int64_t arrived() const {
         if (!started_) return 0;
         if (stopped_at_ >= 0) return stopped_at_;
-        const auto n =
-            static_cast<std::int64_t>(seconds_between(start_, LiveClock::now()) * kSampleRate);
+        const auto n = static_cast<std::int64_t>(seconds_between(start_, clock_()) * kSampleRate);
         return std::min(n, total_);
     }
 
     std::vector<float> samples_;
     std::int64_t total_;
+    LiveClockSource clock_;
     std::int64_t read_ = 0;
     std::int64_t stopped_at_ = -1;
     bool started_ = false;
@@ -102,8 +103,9 @@ std::unique_ptr<LiveAudioSource> open_microphone_source(const audio::MicrophoneO
     return std::make_unique<MicrophoneSource>(options);
 }
 
-std::unique_ptr<LiveAudioSource> replay_source(std::vector<float> samples, int loops) {
-    return std::make_unique<ReplaySource>(std::move(samples), loops);
+std::unique_ptr<LiveAudioSource> replay_source(std::vector<float> samples, int loops,
+                                               LiveClockSource clock) {
+    return std::make_unique<ReplaySource>(std::move(samples), loops, std::move(clock));
 }
 
 // --- capture times ---

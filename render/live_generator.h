@@ -16,6 +16,9 @@
 namespace loopy::render {
 
 using LiveClock = std::chrono::steady_clock;
+// What "now" is for a replay: steady_clock by default; tests pass a clock they advance
+// themselves, so that what arrives when does not depend on the machine's speed.
+using LiveClockSource = std::function<LiveClock::time_point()>;
 
 // Where live audio comes from. Read on the inference thread only.
 class LiveAudioSource {
@@ -37,8 +40,10 @@ class LiveAudioSource {
 // Opens the microphone (throws loopy::Error "no microphone: ..." when there is none).
 std::unique_ptr<LiveAudioSource> open_microphone_source(const audio::MicrophoneOptions& options);
 // Plays `samples` (16 kHz mono) as if captured live from start(): sample i becomes readable at
-// start + i / 16 kHz. `loops` > 1 repeats the audio; running() turns false after the last sample.
-std::unique_ptr<LiveAudioSource> replay_source(std::vector<float> samples, int loops = 1);
+// start + i / 16 kHz of `clock`. `loops` > 1 repeats the audio; running() turns false after the
+// last sample.
+std::unique_ptr<LiveAudioSource> replay_source(std::vector<float> samples, int loops = 1,
+                                               LiveClockSource clock = LiveClock::now);
 
 struct LiveOptions {
     // Audio waiting for the Session beyond this is dropped, oldest first, and counted: when

@@ -1,9 +1,8 @@
 // The live loop shared by the GUI and `loopy bench live` (render/live_generator.h), driven by a
-// file replayed at real-time pace. Assertions hold at any machine speed: slowness is forced
-// where a test needs it, never measured.
+// file replayed against a clock the test advances itself: every loop turn and every generated
+// frame move it by a fixed step, so what arrives when, what is dropped and how old a frame's
+// audio is are the same on every machine. Nothing is measured on the wall clock.
 #include <QtTest>
-
-#include <thread>
 
 #include "pipeline/tiny_model.h"
 #include "render/live_generator.h"
@@ -14,12 +13,30 @@ using namespace loopy;
 namespace {
 
 constexpr double kRate = 16000;
+constexpr double kTickSeconds = 0.01;  // clock step per loop turn (the loop's idle wait)
+
+// Virtual time, starting at the clock's epoch.
+struct TestClock {
+    render::LiveClock::time_point now{};
+    void advance(double s) {
+        now += std::chrono::duration_cast<render::LiveClock::duration>(
+            std::chrono::duration<double>(s));
+    }
+    double seconds() const { return std::chrono::duration<double>(now.time_since_epoch()).count(); }
+};
 
 struct Run {
     render::LiveCounters counters;
     std::vector<render::LiveFrameEvent> events;  // frame references are dangling: times only
     std::vector<int64_t> indices;
     std::vector<render::LiveClock::time_point> emitted;
+    double stop_seconds = -1;  // test clock when the stop was first requested
+};
+
+struct Pace {
+    double frame_seconds = 0;  // clock step per generated frame: the simulated inference time
+    std::function<bool(const Run&)> stop;
+    render::LiveOptions options;
 };
 
 std::shared_ptr<Session> micro_session() {
@@ -30,21 +47,39 @@ std::shared_ptr<Session> micro_session() {
     return std::make_shared<Session>(model, portrait.data(), 32, 32, settings);
 }
 
-Run replay(double seconds, const std::function<void()>& per_frame = {},
-           const std::function<bool(const Run&)>& stop = {}) {
+Run replay(double seconds, const Pace& pace = {}) {
     Run run;
-    render::LiveGenerator live(render::replay_source(test::test_audio(seconds)), micro_session());
+    auto clock = std::make_shared<TestClock>();
+    render::LiveGenerator live(
+        render::replay_source(test::test_audio(seconds), 1, [clock] { return clock->now; }),
+        micro_session(), pace.options);
     render::LiveCallbacks callbacks;
     callbacks.on_frame = [&](const render::LiveFrameEvent& e) {
         run.events.push_back(e);
         run.indices.push_back(e.frame.index);
-        run.emitted.push_back(render::LiveClock::now());
-        if (per_frame) per_frame();
+        run.emitted.push_back(clock->now);
+        clock->advance(pace.frame_seconds);
     };
-    callbacks.stop_requested = [&] { return stop && stop(run); };
+    callbacks.on_tick = [&] { clock->advance(kTickSeconds); };
+    callbacks.stop_requested = [&] {
+        if (run.stop_seconds < 0 && pace.stop && pace.stop(run))
+            run.stop_seconds = clock->seconds();
+        return run.stop_seconds >= 0;
+    };
     live.run(callbacks);
     run.counters = live.counters();
     return run;
+}
+
+// The largest age of the newest audio a frame needed, over frames generated before the stop.
+double oldest_live_frame(const Run& run) {
+    double oldest = 0;
+    for (size_t i = 0; i < run.events.size(); ++i)
+        if (!run.events[i].after_stop)
+            oldest = std::max(
+                oldest, std::chrono::duration<double>(run.emitted[i] - run.events[i].audio_captured)
+                            .count());
+    return oldest;
 }
 
 }  // namespace
@@ -79,29 +114,49 @@ class LiveGeneratorTest : public QObject {
 
     void slowGenerationDropsTheOldestAudioAndSaysSo() {
         // 60 ms per frame: 0.72 s per 0.48 s clip, so the replay outruns generation.
-        const auto run =
-            replay(4.0, [] { std::this_thread::sleep_for(std::chrono::milliseconds(60)); });
+        Pace slow;
+        slow.frame_seconds = 0.06;
+        const auto run = replay(8.0, slow);
         const auto& c = run.counters;
-        QVERIFY2(c.discarded_seconds > 0.3, qPrintable(QString::number(c.discarded_seconds)));
+        QVERIFY2(c.discarded_seconds > 1.0, qPrintable(QString::number(c.discarded_seconds)));
         QVERIFY(std::abs(c.captured_seconds - c.pushed_seconds - c.discarded_seconds) < 1e-9);
-        QVERIFY(c.frames < 4.0 * 25);
-        // What was generated is recent: the newest audio a frame needed is never older than the
-        // pending bound plus one clip of generation (0.96 s + 12 * 60 ms + slack).
-        for (size_t i = 0; i < run.events.size(); ++i) {
-            if (run.events[i].after_stop) continue;
-            const double age =
-                std::chrono::duration<double>(run.emitted[i] - run.events[i].audio_captured)
-                    .count();
-            QVERIFY2(age < 0.96 + 0.72 + 1.0, qPrintable(QString::number(age)));
-        }
+        QVERIFY(c.frames < 8.0 * 25);
+        // What was generated is recent: when a clip starts, the audio after its newest needed
+        // sample is at most the pending bound plus one loop turn, and by its last frame the
+        // clip's 12 frames of generation have passed.
+        const double bound = slow.options.max_pending_seconds + kTickSeconds + 12 * 0.06 + 1e-6;
+        QVERIFY2(oldest_live_frame(run) <= bound,
+                 qPrintable(QString::number(oldest_live_frame(run))));
+
+        // Without the bound nothing is dropped and the lag grows past it: the check above can
+        // fail.
+        slow.options.max_pending_seconds = 100;
+        const auto lagging = replay(8.0, slow);
+        QCOMPARE(lagging.counters.discarded_seconds, 0.0);
+        QVERIFY2(oldest_live_frame(lagging) > bound + 0.5,
+                 qPrintable(QString::number(oldest_live_frame(lagging))));
     }
 
     void stopEndsCaptureAndFinishesWhatWasCaptured() {
-        const auto run = replay(10.0, {}, [](const Run& r) { return r.indices.size() >= 12; });
+        Pace pace;
+        pace.frame_seconds = 0.02;
+        pace.stop = [](const Run& r) { return r.indices.size() >= 12; };
+        const auto run = replay(10.0, pace);
         const auto& c = run.counters;
-        QVERIFY2(c.captured_seconds < 5.0, qPrintable(QString::number(c.captured_seconds)));
-        QVERIFY(std::abs(c.captured_seconds - c.pushed_seconds - c.discarded_seconds) < 1e-9);
+        // Capture ended when the stop was requested (mid-clip: the check runs after each
+        // frame), not when the clip or the replay ended.
+        QVERIFY(run.stop_seconds > 0);
+        QVERIFY2(std::abs(c.captured_seconds - run.stop_seconds) <= 1.0 / kRate,
+                 qPrintable(QString("captured %1 s, stopped at %2 s")
+                                .arg(c.captured_seconds)
+                                .arg(run.stop_seconds)));
+        // Everything captured became frames: nothing dropped, the tail after the first clip
+        // generated after the stop.
+        QCOMPARE(c.discarded_seconds, 0.0);
+        QVERIFY(std::abs(c.captured_seconds - c.pushed_seconds) < 1e-9);
         QCOMPARE(c.frames, int64_t(std::ceil(c.pushed_seconds * 25 - 1e-9)));
+        QVERIFY(c.frames > 12);
+        QVERIFY(run.events.back().after_stop);
     }
 
     void emptyReplayIsRefused() {
