@@ -1,6 +1,8 @@
 #include "core/system.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <malloc.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -14,9 +16,30 @@
 
 namespace loopy {
 
+namespace {
+
+// LibTorch sets OpenMP's and MKL's thread counts but not OpenBLAS's own pool (Debian's LibTorch
+// calls OpenBLAS, pthread build). Left at all cores, its idle threads spin while OpenMP's do, and
+// on a busy machine a denoising step took 10x longer. Looked up at run time: absent with MKL.
+void set_blas_threads(int n) {
+    using SetThreads = void (*)(int);
+    if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+        set(n);
+}
+
+}  // namespace
+
+void reuse_freed_memory() {
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);  // a fixed threshold also stops glibc adapting it
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
+}
+
 int set_num_threads(int n) {
     if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     at::set_num_threads(n);
+    set_blas_threads(n);
     return at::get_num_threads();
 }
 

@@ -1,5 +1,7 @@
 #include "model/attention.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 #include <string>
 
@@ -148,6 +150,7 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& 
 
 torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x,
                                               const torch::Tensor& encoder_hidden_states) {
+    RECORD_USER_SCOPE("loopy::spatial_transformer");
     const int64_t b = x.size(0), height = x.size(2), width = x.size(3);
     auto to_tokens = [&](const torch::Tensor& t) {  // [B, C, H, W] -> [B, H*W, C]
         return t.permute({0, 2, 3, 1}).reshape({b, height * width, t.size(1)});

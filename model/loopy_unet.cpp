@@ -1,5 +1,7 @@
 #include "model/loopy_unet.h"
 
+#include <ATen/record_function.h>
+
 #include <array>
 #include <cmath>
 #include <limits>
@@ -80,6 +82,34 @@ torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
         out = torch::matmul(scores.softmax(-1), v);
     }
     return attn.out_proj(attn.merge_heads(out));
+}
+
+// masked_attention over the keys [memory ; x] when the memory's keys and values are given,
+// [MB*s, heads, M, d] with MB = `batch` or 1 (shared by every item); x [batch*s, L, dim]. One
+// product per side, as in masked_attention: Debian's bmm costs about a microsecond per matrix.
+torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
+                                    const torch::Tensor& memory_keys,
+                                    const torch::Tensor& memory_values, int64_t batch,
+                                    const torch::Tensor& key_mask) {
+    auto q = attn.split_heads(attn.to_q(x));
+    const int64_t rows = q.size(0);
+    auto per_row = [&](const torch::Tensor& t) {  // [MB*s, ...] -> [batch*s, ...]
+        if (t.size(0) == rows) return t;
+        auto shape = t.sizes().vec();
+        shape.insert(shape.begin(), batch);
+        shape[1] = rows / batch;
+        auto full = shape;
+        full[0] = 1;
+        return t.view(full).expand(shape).reshape({rows, t.size(1), t.size(2), t.size(3)});
+    };
+    auto k = torch::cat({per_row(memory_keys), attn.split_heads(attn.to_k(x))}, 2);
+    auto v = torch::cat({per_row(memory_values), attn.split_heads(attn.to_v(x))}, 2);
+    auto scores = torch::matmul(q, k.transpose(-2, -1))
+                      .mul_(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+    if (key_mask.defined())
+        scores.masked_fill_(key_mask.logical_not().view({rows, 1, 1, k.size(2)}),
+                            -std::numeric_limits<float>::infinity());
+    return attn.out_proj(attn.merge_heads(torch::matmul(scores.softmax(-1), v)));
 }
 
 // bool [B] from an optional per-item flag.
@@ -193,9 +223,62 @@ torch::Tensor InterClipTemporalLayerImpl::block_forward(BasicTransformerBlockImp
     return block.ff(block.norm3(h)) + h;
 }
 
+torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
+    BasicTransformerBlockImpl& block, const torch::Tensor& clip, int64_t batch,
+    const MotionKeyValues& prepared, size_t& next, const torch::Tensor& key_mask) {
+    auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn) {
+        auto q = norm_layer(clip);
+        if (block.pos_embed) q = q + block.pos_embed->pe.narrow(1, motion_positions, q.size(1));
+        if (next >= prepared.keys.size())
+            throw Error("InterClipTemporalLayer: prepared motion has too few attentions");
+        const size_t i = next++;
+        return attention_with_memory(*attn, q, prepared.keys[i], prepared.values[i], batch,
+                                     key_mask);
+    };
+    auto h = attend(block.norm1, block.attn1) + clip;
+    if (block.attn2) h = attend(block.norm2, block.attn2) + h;
+    return block.ff(block.norm3(h)) + h;
+}
+
+torch::Tensor InterClipTemporalLayerImpl::memory_tokens(const torch::Tensor& motion, int64_t b,
+                                                        int64_t c, int64_t height, int64_t width) {
+    const int64_t mb = motion.size(0), m = motion.size(1), s = height * width;
+    if (motion.dim() != 5 || motion.size(2) != c || motion.size(3) != height ||
+        motion.size(4) != width || m > motion_positions || (mb != b && mb != 1))
+        throw Error("InterClipTemporalLayer: motion features must be [" + std::to_string(b) +
+                    " or 1, <= " + std::to_string(motion_positions) + ", " + std::to_string(c) +
+                    ", " + std::to_string(height) + ", " + std::to_string(width) + "], got " +
+                    c10::str(motion.sizes()));
+    // Per-frame statistics: missing (zero) history frames must not shift the others'.
+    auto mem = norm(motion.reshape({mb * m, c, height, width}));
+    mem = mem.reshape({mb, m, c, height, width}).permute({0, 3, 4, 1, 2}).reshape({mb * s, m, c});
+    return proj_in(mem) + type_embedding[0];
+}
+
+MotionKeyValues InterClipTemporalLayerImpl::prepare(const torch::Tensor& motion) {
+    if (motion.dim() != 5) throw Error("InterClipTemporalLayer: motion must be [B, M, C, h, w]");
+    const auto memory =
+        memory_tokens(motion, motion.size(0), motion.size(2), motion.size(3), motion.size(4));
+    const int64_t m = motion.size(1);
+    MotionKeyValues out;
+    for (auto& block : blocks) {
+        auto add = [&](nn::LayerNorm& norm_layer, Attention& attn) {
+            auto normed = norm_layer(memory);
+            if (block->pos_embed)
+                normed = normed + block->pos_embed->pe.narrow(1, motion_positions - m, m);
+            out.keys.push_back(attn->split_heads(attn->to_k(normed)).contiguous());
+            out.values.push_back(attn->split_heads(attn->to_v(normed)).contiguous());
+        };
+        add(block->norm1, block->attn1);
+        if (block->attn2) add(block->norm2, block->attn2);
+    }
+    return out;
+}
+
 torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_t num_frames,
                                                   const torch::Tensor& motion,
-                                                  const torch::Tensor& mask) {
+                                                  const torch::Tensor& mask,
+                                                  const MotionKeyValues* prepared) {
     const int64_t bf = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3);
     if (num_frames <= 0 || bf % num_frames != 0 || num_frames > options.num_positional_embeddings())
         throw Error("InterClipTemporalLayer: " + std::to_string(num_frames) +
@@ -211,28 +294,24 @@ torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_
     const bool any_present = motion.defined() && (!mask.defined() || mask.any().item<bool>());
     if (any_present) {
         const int64_t mb = motion.size(0), m = motion.size(1);
-        if (motion.dim() != 5 || motion.size(2) != c || motion.size(3) != height ||
-            motion.size(4) != width || m > motion_positions || (mb != b && mb != 1))
-            throw Error("InterClipTemporalLayer: motion features must be [" + std::to_string(b) +
-                        " or 1, <= " + std::to_string(motion_positions) + ", " + std::to_string(c) +
-                        ", " + std::to_string(height) + ", " + std::to_string(width) + "], got " +
-                        c10::str(motion.sizes()));
-        // Per-frame statistics: missing (zero) history frames must not shift the others'.
-        auto mem = norm(motion.reshape({mb * m, c, height, width}));
-        mem =
-            mem.reshape({mb, m, c, height, width}).permute({0, 3, 4, 1, 2}).reshape({mb * s, m, c});
-        memory = proj_in(mem) + type_embedding[0];
-        if (mb != b)
-            memory =
-                memory.view({1, s, m, inner}).expand({b, s, m, inner}).reshape({b * s, m, inner});
+        if (!prepared) {
+            memory = memory_tokens(motion, b, c, height, width);
+            if (mb != b)
+                memory = memory.view({1, s, m, inner})
+                             .expand({b, s, m, inner})
+                             .reshape({b * s, m, inner});
+        }
         if (mask.defined()) {
             auto km = batch_to(mask.to(torch::kBool).view({-1, m}), b, "motion mask");
             km = km.view({b, 1, m}).expand({b, s, m}).reshape({b * s, m});
             key_mask = torch::cat({km, torch::ones({b * s, num_frames}, km.options())}, 1);
         }
     }
+    size_t next = 0;
     for (auto& block : blocks)
-        clip = block_forward(*block, clip, memory, key_mask);
+        clip = any_present && prepared
+                   ? prepared_block_forward(*block, clip, b, *prepared, next, key_mask)
+                   : block_forward(*block, clip, memory, key_mask);
     auto out = proj_out(clip).reshape({b, height, width, num_frames, c}).permute({0, 3, 4, 1, 2});
     return out.reshape({bf, c, height, width}) + x;
 }
@@ -373,6 +452,17 @@ LoopyDenoisingUNetImpl::LoopyDenoisingUNetImpl(const LoopyConfig& loopy)
     }
 }
 
+MotionBank LoopyDenoisingUNetImpl::prepare_motion(const MotionBank& bank) {
+    if (bank.sites.size() != sites.size())
+        throw Error("Loopy U-Net: the motion bank has " + std::to_string(bank.sites.size()) +
+                    " sites, the network " + std::to_string(sites.size()));
+    MotionBank out = bank;
+    out.prepared.clear();
+    for (size_t i = 0; i < sites.size(); ++i)
+        out.prepared.push_back(sites[i].inter_clip->prepare(bank.sites[i]));
+    return out;
+}
+
 size_t LoopyDenoisingUNetImpl::site_index(const UNetLayerSite& s) const {
     const size_t base = s.stage == Stage::Down  ? down_offsets_.at(s.block)
                         : s.stage == Stage::Mid ? mid_offset_
@@ -466,23 +556,31 @@ torch::Tensor motion_key_mask(const MotionBank& motion, size_t sites, const torc
 }
 
 struct FrameAudio {
-    torch::Tensor tokens;  // [B*F, N, D]; undefined: no audio attention at all
-    torch::Tensor keep;    // [B*F, 1, 1, 1]: 0 where the item's audio is dropped
+    torch::Tensor tokens;  // [K*F, N, D] of the K items that keep their audio; undefined: none do
+    torch::Tensor rows;    // long [K*F]: their rows of the B*F batch; undefined: all items
 };
 
-FrameAudio frame_audio(const torch::Tensor& tokens, const torch::Tensor& drop, int64_t b, int64_t f,
-                       torch::ScalarType dtype) {
+// A dropped item's audio attention output would be multiplied by zero, so only the items that
+// keep their audio run it (one of the three guidance passes).
+FrameAudio frame_audio(const torch::Tensor& tokens, const torch::Tensor& drop, int64_t b,
+                       int64_t f) {
     if (!tokens.defined() || drop.all().item<bool>()) return {};
     if (tokens.dim() != 4 || tokens.size(1) != f)
         throw Error("Loopy U-Net: audio_tokens must be [B, " + std::to_string(f) + ", N, D], got " +
                     c10::str(tokens.sizes()));
-    return {batch_to(tokens, b, "audio_tokens").reshape({b * f, tokens.size(2), tokens.size(3)}),
-            per_frame(drop.logical_not(), f).to(dtype).view({b * f, 1, 1, 1})};
+    const int64_t n = tokens.size(2), d = tokens.size(3);
+    const auto all = batch_to(tokens, b, "audio_tokens");
+    if (!drop.any().item<bool>()) return {all.reshape({b * f, n, d}), {}};
+    const auto items = drop.logical_not().nonzero().reshape({-1});
+    const auto frames = torch::arange(f, items.options()).view({1, f});
+    return {all.index_select(0, items).reshape({-1, n, d}),
+            (items.view({-1, 1}) * f + frames).reshape({-1})};
 }
 
 }  // namespace
 
 torch::Tensor LoopyDenoisingUNetImpl::forward(const DenoiseInputs& in) {
+    RECORD_USER_SCOPE("loopy::denoising_unet");  // `loopy bench render --profile` reads these
     const auto& x = in.latents;
     if (!x.defined() || x.dim() != 5 || x.size(2) != config.in_channels)
         throw Error("Loopy U-Net: latents must be [B, F, " + std::to_string(config.in_channels) +
@@ -501,15 +599,28 @@ torch::Tensor LoopyDenoisingUNetImpl::forward(const DenoiseInputs& in) {
                                       : std::vector<BasicTransformerBlock>{});
     if (any_reference) install_reference_attention(hooks.blocks(), in.reference, drop_ref, b, f);
     const auto motion_mask = motion_key_mask(in.motion, sites.size(), drop_motion, b);
-    const auto audio = frame_audio(in.audio_tokens, drop_audio, b, f, x.scalar_type());
+    const auto audio = frame_audio(in.audio_tokens, drop_audio, b, f);
 
     // After every layer: inter-clip temporal, + audio attention, intra-clip temporal.
     auto hook = [&](const UNetLayerSite& where, const torch::Tensor& h) {
         const size_t i = site_index(where);
         auto& site = sites[i];
-        auto out = site.inter_clip(
-            h, f, motion_mask.defined() ? in.motion.sites[i] : torch::Tensor(), motion_mask);
-        if (audio.tokens.defined()) out = out + site.audio(out, audio.tokens) * audio.keep;
+        torch::Tensor out;
+        {
+            RECORD_USER_SCOPE("loopy::inter_clip_temporal");
+            const bool with_motion = motion_mask.defined();
+            const bool prepared = with_motion && !in.motion.prepared.empty();
+            out = site.inter_clip(h, f, with_motion ? in.motion.sites[i] : torch::Tensor(),
+                                  motion_mask, prepared ? &in.motion.prepared.at(i) : nullptr);
+        }
+        if (audio.tokens.defined()) {
+            RECORD_USER_SCOPE("loopy::audio_attention");
+            out = audio.rows.defined()
+                      ? out.index_add(0, audio.rows,
+                                      site.audio(out.index_select(0, audio.rows), audio.tokens))
+                      : out + site.audio(out, audio.tokens);
+        }
+        RECORD_USER_SCOPE("loopy::intra_clip_temporal");
         return site.intra_clip(out, f);
     };
     auto sample = x.reshape({b * f, x.size(2), x.size(3), x.size(4)});

@@ -58,9 +58,17 @@ struct ReferenceBank {
     bool empty() const { return layers.empty(); }
 };
 
+// The motion frames' keys and values in one inter-clip layer, per attention of every transformer
+// block in order: [B*h*w, heads, M, dim_head] (B may be 1, shared by every batch item).
+struct MotionKeyValues {
+    std::vector<torch::Tensor> keys, values;
+};
+
 struct MotionBank {
     std::vector<torch::Tensor> sites;  // per layer site: [B, M, C, h, w]
     torch::Tensor mask;                // bool [B, M]: frames that exist (undefined: all)
+    // Per site, from LoopyDenoisingUNet::prepare_motion; empty: computed in every forward.
+    std::vector<MotionKeyValues> prepared;
     bool empty() const { return sites.empty(); }
 };
 
@@ -87,9 +95,13 @@ class InterClipTemporalLayerImpl : public torch::nn::Module {
                                int64_t motion_positions);
 
     // x [B*F, C, h, w]; motion [B or 1, M, C, h, w] (undefined: none); mask bool [B, M]
-    // (undefined: all present). Returns [B*F, C, h, w].
+    // (undefined: all present); `prepared`: prepare(motion), else computed here. Returns
+    // [B*F, C, h, w].
     torch::Tensor forward(const torch::Tensor& x, int64_t num_frames, const torch::Tensor& motion,
-                          const torch::Tensor& mask);
+                          const torch::Tensor& mask, const MotionKeyValues* prepared = nullptr);
+    // The keys and values of `motion` [B or 1, M, C, h, w]: they depend on the motion features
+    // and the weights only, so the steps and guidance passes of a clip can share them.
+    MotionKeyValues prepare(const torch::Tensor& motion);
 
     TransformerTemporalModelOptions options;
     int64_t motion_positions;
@@ -99,8 +111,16 @@ class InterClipTemporalLayerImpl : public torch::nn::Module {
     std::vector<BasicTransformerBlock> blocks;  // transformer_blocks, typed
 
   private:
+    // The motion frames' tokens after proj_in: [B'*h*w, M, inner], B' = motion's batch.
+    torch::Tensor memory_tokens(const torch::Tensor& motion, int64_t batch, int64_t channels,
+                                int64_t height, int64_t width);
     torch::Tensor block_forward(BasicTransformerBlockImpl& block, const torch::Tensor& clip,
                                 const torch::Tensor& memory, const torch::Tensor& key_mask);
+    // The same with the memory's keys and values from prepare(); `next` walks through them.
+    torch::Tensor prepared_block_forward(BasicTransformerBlockImpl& block,
+                                         const torch::Tensor& clip, int64_t batch,
+                                         const MotionKeyValues& prepared, size_t& next,
+                                         const torch::Tensor& key_mask);
 };
 TORCH_MODULE(InterClipTemporalLayer);
 
@@ -158,6 +178,11 @@ class LoopyDenoisingUNetImpl : public UNet2DConditionModelImpl {
 
     // Predicted noise [B, F, C, h, w]. Not re-entrant (reference attention hooks).
     torch::Tensor forward(const DenoiseInputs& inputs);
+
+    // `bank` with every inter-clip layer's motion keys and values computed (once per clip
+    // instead of once per step and guidance pass). Valid for this network while its weights stay
+    // as they are: inference only.
+    MotionBank prepare_motion(const MotionBank& bank);
 
     struct Site {
         InterClipTemporalLayer inter_clip{nullptr};    // <block>.inter_clip_temporal.N

@@ -1,5 +1,7 @@
 #include "model/resnet.h"
 
+#include <ATen/record_function.h>
+
 #include "core/error.h"
 
 namespace loopy::model {
@@ -29,6 +31,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& opts) : options
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
+    RECORD_USER_SCOPE("loopy::resnet");
     auto h = conv1(F::silu(norm1(x)));
     if (time_emb_proj) {
         if (!temb.defined()) throw Error("ResnetBlock2D: time embedding expected but not given");

@@ -66,6 +66,7 @@ class LoopyNetwork : public QObject {
     void conditions_change_the_output();
     void drop_flags_equal_missing_conditions();
     void per_item_drops_in_one_batch();
+    void prepared_motion_equals_computed_motion();
     void audio_to_latents_conditions();
     void audio_helpers();
     void full_model_end_to_end();
@@ -338,6 +339,45 @@ void LoopyNetwork::per_item_drops_in_one_batch() {
     qInfo("batched vs separate: %.3g %.3g %.3g", e0, e1, e2);
     QVERIFY(e0 <= 1e-5 && e1 <= 1e-5 && e2 <= 1e-5);
     QVERIFY(test::relative_error(ref, none) > 1e-3 && test::relative_error(ref_audio, ref) > 1e-3);
+}
+
+// prepare_motion (the motion frames' keys and values once per clip) gives what computing them in
+// every forward gives: for a bank shared by the batch and for one bank per item, with masked
+// frames and the guidance drops. A bank prepared from other frames must show.
+void LoopyNetwork::prepared_motion_equals_computed_motion() {
+    Fixture f;
+    randomise(*f.reference);
+    randomise(*f.denoiser);
+    torch::NoGradGuard no_grad;
+    auto mask = torch::ones({3, 20}, torch::kBool);
+    mask.narrow(1, 0, 8).fill_(false);
+    mask[1][12] = false;
+    DenoiseInputs in;
+    in.latents = torch::randn({3, 12, 4, 16, 16});
+    in.timestep = torch::tensor({700});
+    in.reference = f.reference->encode_reference(torch::randn({1, 4, 16, 16}));
+    in.audio_tokens = torch::randn({1, 12, 8, 32});
+    in.drop.reference = torch::tensor({true, false, false});
+    in.drop.audio = torch::tensor({true, true, false});
+    for (const int64_t bank_batch : {1, 3}) {
+        const auto frames = torch::randn({bank_batch, 20, 4, 16, 16});
+        in.motion = f.reference->encode_motion(frames, mask.narrow(0, 0, bank_batch));
+        const auto computed = run(f.denoiser, in);
+        auto plain_bank = in.motion;
+        in.motion = f.denoiser->prepare_motion(plain_bank);
+        QCOMPARE(in.motion.prepared.size(), f.denoiser->sites.size());
+        const double err = test::relative_error(run(f.denoiser, in), computed);
+        qInfo("motion bank of batch %lld: prepared vs computed, relative error %.3g",
+              static_cast<long long>(bank_batch), err);
+        QVERIFY2(err <= 1e-5, qPrintable(QString::number(err)));
+
+        auto stale = plain_bank;
+        stale.prepared =
+            f.denoiser->prepare_motion(f.reference->encode_motion(torch::randn_like(frames)))
+                .prepared;
+        in.motion = stale;
+        QVERIFY(test::relative_error(run(f.denoiser, in), computed) > 1e-4);
+    }
 }
 
 void LoopyNetwork::audio_to_latents_conditions() {
