@@ -3,9 +3,15 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <ATen/record_function.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 
+#include "core/error.h"
 #include "core/system.h"
 
 namespace loopy::cli {
@@ -17,7 +23,9 @@ std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::str
     if (resolution > 0) config.resolution = resolution;
     config.validate();
     torch::manual_seed(0);
-    return Model::from_network(model::LoopyModel(config), options);
+    model::LoopyModel network(config);
+    return Model::from_network(network, options,
+                               model::PreviewDecoder(model::preview_decoder_options(config)));
 }
 
 std::vector<std::uint8_t> bench_portrait(int size) {
@@ -56,6 +64,89 @@ long current_rss_kib() {
     std::ifstream statm("/proc/self/statm");
     statm >> pages >> resident;
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// --- OpProfile ---
+
+namespace {
+
+using ProfileClock = std::chrono::steady_clock;
+
+struct OpFrame : at::ObserverContext {
+    ProfileClock::time_point start;
+    double children_ms = 0;
+    bool counted = false;
+    bool opens_scope = false;
+};
+
+// The observers are plain function pointers, so their state is one global (one OpProfile at a
+// time, on one thread).
+struct ProfileState {
+    bool active = false;
+    std::string scope;
+    int scope_depth = 0;
+    std::vector<OpFrame*> stack;  // counted ops in progress
+    std::map<std::string, OpProfile::Row> rows;
+};
+
+ProfileState& profile_state() {
+    static ProfileState state;
+    return state;
+}
+
+std::unique_ptr<at::ObserverContext> on_op_start(const at::RecordFunction& fn) {
+    auto& s = profile_state();
+    auto frame = std::make_unique<OpFrame>();
+    frame->opens_scope = !s.scope.empty() && s.scope == fn.name();
+    if (frame->opens_scope) ++s.scope_depth;
+    frame->counted = s.scope.empty() || s.scope_depth > 0;
+    if (frame->counted) s.stack.push_back(frame.get());
+    frame->start = ProfileClock::now();
+    return frame;
+}
+
+void on_op_end(const at::RecordFunction& fn, at::ObserverContext* context) {
+    const auto end = ProfileClock::now();
+    auto& s = profile_state();
+    auto* frame = static_cast<OpFrame*>(context);
+    if (!frame) return;
+    if (frame->opens_scope) --s.scope_depth;
+    if (!frame->counted || s.stack.empty()) return;
+    const double ms = std::chrono::duration<double, std::milli>(end - frame->start).count();
+    s.stack.pop_back();
+    if (!s.stack.empty()) s.stack.back()->children_ms += ms;
+    auto& row = s.rows[fn.name()];
+    row.name = fn.name();
+    row.calls += 1;
+    row.total_ms += ms;
+    row.self_ms += ms - frame->children_ms;
+}
+
+}  // namespace
+
+OpProfile::OpProfile(std::string scope) {
+    auto& s = profile_state();
+    if (s.active) throw Error("OpProfile: only one profile at a time");
+    s = ProfileState{};
+    s.active = true;
+    s.scope = std::move(scope);
+    handle_ = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(on_op_start, on_op_end)
+            .scopes({at::RecordScope::FUNCTION, at::RecordScope::USER_SCOPE}));
+}
+
+OpProfile::~OpProfile() {
+    at::removeCallback(handle_);
+    profile_state().active = false;
+}
+
+std::vector<OpProfile::Row> OpProfile::rows() const {
+    std::vector<Row> out;
+    for (const auto& [name, row] : profile_state().rows)
+        out.push_back(row);
+    std::sort(out.begin(), out.end(),
+              [](const Row& a, const Row& b) { return a.self_ms > b.self_ms; });
+    return out;
 }
 
 }  // namespace loopy::cli

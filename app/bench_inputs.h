@@ -22,4 +22,26 @@ nlohmann::json machine_json();
 long peak_rss_kib();
 long current_rss_kib();
 
+// Per-operator CPU time of this thread while alive, from LibTorch's RecordFunction observers
+// (the dispatcher's own hooks; no profiler build option needed). With `scope` set, only what runs
+// inside a RECORD_USER_SCOPE(scope) counts (e.g. "loopy::denoising_unet").
+class OpProfile {
+  public:
+    explicit OpProfile(std::string scope = {});
+    ~OpProfile();
+    OpProfile(const OpProfile&) = delete;
+    OpProfile& operator=(const OpProfile&) = delete;
+
+    struct Row {
+        std::string name;
+        std::int64_t calls = 0;
+        double total_ms = 0;  // including the ops it called
+        double self_ms = 0;   // excluding them
+    };
+    std::vector<Row> rows() const;  // by self time, largest first
+
+  private:
+    std::uint64_t handle_ = 0;
+};
+
 }  // namespace loopy::cli

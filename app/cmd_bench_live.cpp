@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "app/bench_inputs.h"
@@ -102,7 +103,7 @@ int run_bench_live(BenchLiveArgs& a) {
     std::cout << std::fixed << std::setprecision(2) << "config " << m->config().name << ", "
               << m->resolution() << "x" << m->resolution() << ", " << a.settings.steps
               << " DDIM steps, guidance " << (a.cfg == "off" ? "off (1 pass)" : "3-pass") << ", "
-              << info.threads << " threads\n"
+              << decoder_name(a.settings.decoder) << " decoder, " << info.threads << " threads\n"
               << "replayed " << c.captured_seconds << " s of audio in " << wall << " s; pushed "
               << c.pushed_seconds << " s, dropped " << c.discarded_seconds << " s (~"
               << std::setprecision(0) << dropped_frames << " frames)\n"
@@ -117,9 +118,13 @@ int run_bench_live(BenchLiveArgs& a) {
     if (!a.json_out.empty()) {
         nlohmann::json j;
         j["machine"] = machine_json();
-        j["config"] = {{"name", m->config().name},   {"resolution", m->resolution()},
-                       {"steps", a.settings.steps},  {"cfg", a.cfg},
-                       {"checkpoint", a.checkpoint}, {"max_pending_seconds", a.max_pending}};
+        j["config"] = {{"name", m->config().name},
+                       {"resolution", m->resolution()},
+                       {"steps", a.settings.steps},
+                       {"cfg", a.cfg},
+                       {"checkpoint", a.checkpoint},
+                       {"max_pending_seconds", a.max_pending},
+                       {"decoder", decoder_name(a.settings.decoder)}};
         j["audio_seconds"] = c.captured_seconds;
         j["wall_seconds"] = wall;
         j["frames"] = c.frames;
@@ -158,6 +163,10 @@ Runner add_bench_live_command(CLI::App& bench) {
     cmd->add_option("--seconds", a->seconds, "Replay this long, looping the audio (0: once)")
         ->capture_default_str();
     cmd->add_option("--steps", a->settings.steps, "DDIM steps")->capture_default_str();
+    cmd->add_option("--decoder", a->settings.decoder,
+                    "full (VAE, the default) or preview (the fast preview decoder)")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
+            {"full", Decoder::full}, {"preview", Decoder::preview}}));
     cmd->add_option("--cfg", a->cfg, "on: 3-pass guidance; off: one pass")
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();

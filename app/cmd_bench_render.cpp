@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "app/bench_inputs.h"
@@ -25,6 +26,7 @@ struct BenchRenderArgs {
     GenerationSettings settings;
     ModelOptions model;
     std::string json_out;
+    int profile_rows = 0;  // > 0: print the denoiser's most expensive operators
 };
 
 // FLOP of one denoising step: one clip with 2 steps minus one clip with 1 step.
@@ -42,6 +44,34 @@ double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) 
         flop[steps - 1] = counter.flops();
     }
     return flop[1] - flop[0];
+}
+
+// Profiles the denoising U-Net during the second clip of a fresh session (the first has no
+// motion frames) and prints its `rows` most expensive operators per denoising step.
+nlohmann::json profile_denoiser(const std::shared_ptr<Model>& m, const GenerationSettings& s,
+                                int rows) {
+    const auto portrait = bench_portrait(m->resolution());
+    const auto audio = bench_audio(0.96);
+    Session session(m, portrait.data(), m->resolution(), m->resolution(), s);
+    session.push_audio(audio.data(), audio.size());
+    session.end_audio();
+    session.generate_clip({});
+    OpProfile profile("loopy::denoising_unet");
+    session.generate_clip({});
+    const double steps = s.steps;
+    std::cout << "denoiser profile per step (self ms, total ms, calls):\n";
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& row : profile.rows()) {
+        if (static_cast<int>(out.size()) == rows) break;
+        std::cout << "  " << std::left << std::setw(40) << row.name << std::right
+                  << std::setprecision(2) << std::setw(9) << row.self_ms / steps << std::setw(9)
+                  << row.total_ms / steps << std::setw(7) << row.calls / steps << "\n";
+        out.push_back({{"op", row.name},
+                       {"self_ms", row.self_ms / steps},
+                       {"total_ms", row.total_ms / steps},
+                       {"calls", row.calls / steps}});
+    }
+    return out;
 }
 
 int run_bench_render(BenchRenderArgs& a) {
@@ -88,6 +118,8 @@ int run_bench_render(BenchRenderArgs& a) {
               << step_gflops << " GFLOP/s = " << 100 * step_gflops / matmul << " % of matmul ("
               << matmul << " GFLOP/s)\n"
               << "peak RSS " << peak_rss_kib() / 1024 << " MiB\n";
+    const auto profile =
+        a.profile_rows > 0 ? profile_denoiser(m, a.settings, a.profile_rows) : nlohmann::json();
     if (!a.json_out.empty()) {
         nlohmann::json j;
         j["machine"] = machine_json();
@@ -106,6 +138,7 @@ int run_bench_render(BenchRenderArgs& a) {
         j["denoise_step_gflops"] = step_gflops;
         j["matmul_gflops"] = matmul;
         j["peak_rss_mib"] = peak_rss_kib() / 1024.0;
+        if (!profile.is_null()) j["denoiser_profile_per_step"] = profile;
         std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
     return 0;
@@ -124,12 +157,20 @@ Runner add_bench_render_command(CLI::App& bench) {
         ->capture_default_str();
     cmd->add_option("--resolution", a->resolution, "Override the config's resolution");
     cmd->add_option("--steps", a->settings.steps, "DDIM steps")->capture_default_str();
+    cmd->add_option("--decoder", a->settings.decoder,
+                    "full (VAE, the default) or preview (the fast preview decoder)")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
+            {"full", Decoder::full}, {"preview", Decoder::preview}}));
     cmd->add_option("--cfg", a->cfg, "on: 3-pass guidance; off: one pass")
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
     cmd->add_option("--seconds", a->seconds, "Seconds of synthetic audio")->capture_default_str();
     cmd->add_option("--device", a->model.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", a->model.dtype, "float32, float16, bfloat16")->capture_default_str();
+    cmd->add_option("--threads", a->model.threads, "CPU threads (0: all cores)")
+        ->capture_default_str();
+    cmd->add_option("--profile", a->profile_rows,
+                    "Also print the denoiser's N most expensive operators per step");
     cmd->add_option("--json", a->json_out, "Also write the figures as JSON");
     return [a]() { return run_bench_render(*a); };
 }

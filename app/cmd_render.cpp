@@ -2,6 +2,7 @@
 // Without --checkpoint it uses the bundled demo model (core/resources.h).
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
@@ -77,6 +78,11 @@ Runner add_render_command(CLI::App& app) {
     cmd->add_option("--cfg-ref", s.reference_ratio, "Reference guidance ratio")
         ->capture_default_str();
     cmd->add_option("--seed", s.seed, "Noise seed")->capture_default_str();
+    cmd->add_option("--decoder", s.decoder,
+                    "full: the VAE decoder; preview: the fast preview decoder (lower quality; "
+                    "checkpoints made by `loopy train-vae --preview`); default full")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
+            {"full", Decoder::full}, {"preview", Decoder::preview}}));
     cmd->add_option("--device", args->model.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", args->model.dtype, "float32, or float16 / bfloat16 on CUDA")
         ->capture_default_str();

@@ -1,6 +1,7 @@
 // `loopy train` (the two diffusion stages) and `loopy train-vae` (the VAE, trained first). The
 // logic lives in model/training.h, model/vae_training.h and render/train_data.h; this file parses
 // options, shows progress and writes the files. See docs/training.md.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,9 +13,11 @@
 #include "app/progress_bar.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/safetensors.h"
 #include "core/system.h"
 #include "model/distributed.h"
 #include "model/loopy_model.h"
+#include "model/preview_decoder.h"
 #include "model/training.h"
 #include "model/vae_training.h"
 #include "render/train_data.h"
@@ -160,11 +163,11 @@ int run_train(const TrainArgs& a) {
 // --- train-vae ---
 
 struct TrainVaeArgs {
-    std::string data, out, init, config;
-    int64_t steps = 2000, batch = 8, checkpoint_every = 500;
-    double lr = 1e-4, kl_weight = 1e-6;
+    std::string data, out, init, config, eval_data;
+    int64_t steps = 2000, batch = 8, checkpoint_every = 500, pool = 1024;
+    double lr = 0, kl_weight = 1e-6;  // lr 0: the mode's default
     uint64_t seed = 0;
-    bool force = false, fast = false;
+    bool force = false, fast = false, preview = false;
     int threads = 0;
 };
 
@@ -200,21 +203,29 @@ void calibrate_latent_scale(model::LoopyModelImpl& net, const std::vector<render
     net.config.vae["scaling_factor"] = factor;
 }
 
-int run_train_vae(const TrainVaeArgs& a) {
-    if (a.threads > 0) set_num_threads(a.threads);
-    if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
-    auto net = initial_model(a.init, a.config, a.seed);
+std::vector<render::TrainClip> read_clips(const std::string& dir, int64_t resolution) {
     std::vector<render::TrainClip> clips;
     ProgressBar load_bar("data");
-    const auto folders = render::find_train_clips(a.data);
+    const auto folders = render::find_train_clips(dir);
     for (const auto& folder : folders) {
-        clips.push_back(render::read_train_clip(folder, net->config.resolution));
+        clips.push_back(render::read_train_clip(folder, resolution));
         load_bar.update(static_cast<double>(clips.size()) / folders.size(), "reading clips");
     }
     load_bar.finish();
+    return clips;
+}
+
+int run_distill_preview(const TrainVaeArgs& a);
+
+int run_train_vae(const TrainVaeArgs& a) {
+    if (a.preview) return run_distill_preview(a);
+    if (a.threads > 0) set_num_threads(a.threads);
+    if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
+    auto net = initial_model(a.init, a.config, a.seed);
+    const auto clips = read_clips(a.data, net->config.resolution);
 
     model::VaeTrainerOptions o;
-    o.lr = a.lr;
+    o.lr = a.lr > 0 ? a.lr : 1e-4;
     o.loss.kl_weight = a.kl_weight;
     o.seed = a.seed;
     o.reproducible = !a.fast;
@@ -237,6 +248,95 @@ int run_train_vae(const TrainVaeArgs& a) {
     model::save_loopy_checkpoint(a.out, *net, meta);
     std::printf("trained the VAE %lld steps in %.1f s, last loss %.5g; wrote %s\n",
                 static_cast<long long>(a.steps), seconds_since(start), stats.loss, a.out.c_str());
+    return 0;
+}
+
+// --- train-vae --preview ---
+
+// The full decoder's output for `n` frames of `clips` (picked by seed), in chunks with progress.
+model::PreviewTargets teacher_targets(model::AutoencoderKLImpl& vae,
+                                      const std::vector<render::TrainClip>& clips, uint64_t seed,
+                                      int64_t n, const std::string& what) {
+    ProgressBar bar(what);
+    std::vector<torch::Tensor> latents, images;
+    constexpr int64_t kChunk = 64;
+    for (int64_t i = 0; i < n; i += kChunk) {
+        const auto t =
+            model::preview_targets(vae, vae_batch(clips, seed, i, std::min(kChunk, n - i)));
+        latents.push_back(t.latents);
+        images.push_back(t.images);
+        bar.update(static_cast<double>(std::min(i + kChunk, n)) / n, "full VAE decoder");
+    }
+    bar.finish();
+    return {torch::cat(latents), torch::cat(images)};
+}
+
+// Samples first .. first + n - 1 of the pool, picked by (seed, sample).
+model::PreviewTargets pool_batch(const model::PreviewTargets& pool, uint64_t seed, int64_t first,
+                                 int64_t n) {
+    std::vector<int64_t> picks;
+    for (int64_t i = 0; i < n; ++i)
+        picks.push_back(static_cast<int64_t>(mix(seed ^ mix(static_cast<uint64_t>(first + i) + 1)) %
+                                             static_cast<uint64_t>(pool.latents.size(0))));
+    const auto index = torch::tensor(picks, torch::kLong);
+    return {pool.latents.index_select(0, index), pool.images.index_select(0, index)};
+}
+
+// The init checkpoint's metadata (its training record) plus the preview decoder's.
+void save_with_preview(const TrainVaeArgs& a, model::LoopyModelImpl& net,
+                       model::PreviewDecoderImpl& preview, int64_t steps) {
+    auto meta = model::preview_decoder_metadata(preview);
+    meta["loopy.train.preview_steps"] = std::to_string(steps);
+    for (const auto& [key, value] : safetensors::File::open(a.init).header.metadata)
+        meta.insert({key, value});
+    model::save_loopy_checkpoint(a.out, net, meta, model::preview_decoder_tensors(preview));
+}
+
+// Freezes the VAE of --init and distils the preview decoder from its decoder (docs/training.md).
+int run_distill_preview(const TrainVaeArgs& a) {
+    if (a.threads > 0) set_num_threads(a.threads);
+    if (a.init.empty() || !a.config.empty())
+        throw Error("--preview distils the decoder of a trained VAE: give --init <checkpoint>");
+    if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
+    auto net = model::load_loopy_checkpoint(a.init);
+    auto& vae = *net->vae;
+    const auto pool =
+        teacher_targets(vae, read_clips(a.data, net->config.resolution), a.seed, a.pool, "teacher");
+    model::PreviewTargets held_out;
+    if (!a.eval_data.empty())
+        held_out = teacher_targets(vae, read_clips(a.eval_data, net->config.resolution),
+                                   a.seed ^ 0xE7A1ull, 256, "held-out");
+
+    torch::manual_seed(a.seed);
+    model::PreviewDecoder preview(model::preview_decoder_options(net->config));
+    model::PreviewDistillerOptions o;
+    if (a.lr > 0) o.lr = a.lr;
+    o.total_steps = a.steps;
+    o.reproducible = !a.fast;
+    model::PreviewDistiller distiller(preview, o);
+    ProgressBar bar("train-vae --preview");
+    const auto start = Clock::now();
+    model::StepStats stats;
+    while (distiller.steps_done() < a.steps) {
+        stats = distiller.step(pool_batch(pool, a.seed, distiller.steps_done() * a.batch, a.batch));
+        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
+            save_with_preview(a, *net, *preview, stats.step);
+        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
+        bar.update(static_cast<double>(stats.step) / a.steps,
+                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
+                   progress_detail(stats, per_step, a.steps - stats.step));
+    }
+    bar.finish();
+    if (a.steps == 0) save_with_preview(a, *net, *preview, 0);
+    std::printf(
+        "distilled the preview decoder %lld steps in %.1f s, last loss %.5g; PSNR vs the "
+        "full decoder %.2f dB (training frames)",
+        static_cast<long long>(a.steps), seconds_since(start), stats.loss,
+        model::preview_psnr(*preview, pool));
+    if (held_out.latents.defined())
+        std::printf(", %.2f dB (%lld held-out frames)", model::preview_psnr(*preview, held_out),
+                    static_cast<long long>(held_out.latents.size(0)));
+    std::printf("; wrote %s\n", a.out.c_str());
     return 0;
 }
 
@@ -318,8 +418,20 @@ Runner add_train_vae_command(CLI::App& app) {
     cmd->add_option("--batch", a->batch, "Frames per step")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
-    cmd->add_option("--lr", a->lr, "AdamW learning rate")->capture_default_str();
+    cmd->add_option("--lr", a->lr, "AdamW learning rate (default 1e-4; with --preview 2e-3)");
     cmd->add_option("--kl", a->kl_weight, "KL weight")->capture_default_str();
+    cmd->add_flag("--preview", a->preview,
+                  "Distil the fast preview decoder from the VAE decoder of --init (kept frozen) "
+                  "and write --init plus the preview decoder");
+    cmd->add_option("--pool", a->pool,
+                    "--preview: training frames decoded once by the full decoder and sampled "
+                    "from")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--eval-data", a->eval_data,
+                    "--preview: clips (not trained on) to report the PSNR against the full "
+                    "decoder on")
+        ->check(CLI::ExistingDirectory);
     cmd->add_option("--checkpoint-every", a->checkpoint_every, "Save every N steps")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();

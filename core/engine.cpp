@@ -16,6 +16,16 @@ void GenerationSettings::validate() const {
         throw Error("guidance ratios must be finite numbers");
 }
 
+const char* decoder_name(Decoder decoder) {
+    return decoder == Decoder::preview ? "preview" : "full";
+}
+
+Decoder parse_decoder(const std::string& name) {
+    if (name == "full") return Decoder::full;
+    if (name == "preview") return Decoder::preview;
+    throw Error("unknown decoder '" + name + "' (full or preview)");
+}
+
 torch::Device parse_device(const std::string& name) {
     torch::Device device(torch::kCPU);
     try {
@@ -46,26 +56,45 @@ torch::ScalarType parse_dtype(const std::string& name, const torch::Device& devi
     return type;
 }
 
-Model::Model(model::LoopyModel network, const ModelOptions& options, std::string path)
-    : network_(std::move(network)), options_(options), path_(std::move(path)) {
+Model::Model(model::LoopyModel network, model::PreviewDecoder preview, const ModelOptions& options,
+             std::string path)
+    : network_(std::move(network)),
+      preview_(std::move(preview)),
+      options_(options),
+      path_(std::move(path)) {
     set_num_threads(options.threads);
+    reuse_freed_memory();
     device_ = parse_device(options.device);
     dtype_ = parse_dtype(options.dtype, device_);
     if (options.audio_context_seconds < 0 || options.audio_context_seconds > 30)
         throw Error("audio context must be between 0 and 30 seconds");
     network_->to(device_, dtype_);
     network_->eval();
+    if (preview_) {
+        preview_->to(device_, dtype_);
+        preview_->eval();
+    }
+}
+
+void Model::check_decoder(Decoder decoder) const {
+    if (decoder == Decoder::preview && !has_preview_decoder())
+        throw Error(
+            (path_.empty() ? std::string("this model") : path_) +
+            " has no fast preview decoder: distil one with `loopy train-vae --preview "
+            "--init <checkpoint> --data <clips> --out <file>`, or use the full VAE decoder");
 }
 
 std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
     // Check the options before reading hundreds of megabytes.
     parse_dtype(options.dtype, parse_device(options.device));
     auto network = model::load_loopy_checkpoint(path);
-    return std::shared_ptr<Model>(new Model(std::move(network), options, path));
+    auto preview = model::load_preview_decoder(path);
+    return std::shared_ptr<Model>(new Model(std::move(network), std::move(preview), options, path));
 }
 
-std::shared_ptr<Model> Model::from_network(model::LoopyModel network, const ModelOptions& options) {
-    return std::shared_ptr<Model>(new Model(std::move(network), options, ""));
+std::shared_ptr<Model> Model::from_network(model::LoopyModel network, const ModelOptions& options,
+                                           model::PreviewDecoder preview) {
+    return std::shared_ptr<Model>(new Model(std::move(network), std::move(preview), options, ""));
 }
 
 }  // namespace loopy

@@ -24,9 +24,16 @@
 #include "model/audio_features.h"
 #include "model/ddim.h"
 #include "model/loopy_model.h"
+#include "model/preview_decoder.h"
 #include "model/temporal_segment.h"
 
 namespace loopy {
+
+// What turns a clip's latents into pixels: the VAE decoder, or the fast preview decoder distilled
+// from it (model/preview_decoder.h; only in checkpoints written by `loopy train-vae --preview`).
+enum class Decoder { full, preview };
+const char* decoder_name(Decoder decoder);       // "full" / "preview"
+Decoder parse_decoder(const std::string& name);  // throws loopy::Error for other names
 
 // What may change between clips (Session::set_settings), also in live mode.
 struct GenerationSettings {
@@ -36,6 +43,7 @@ struct GenerationSettings {
     std::uint64_t seed = 0;        // noise of clip c is drawn from (seed, c)
     bool batch_guidance = true;    // the guidance passes as one batch (false: one call each)
     int decode_batch = 4;          // frames per VAE decode call (memory vs speed)
+    Decoder decoder = Decoder::full;
 
     void validate() const;  // throws loopy::Error
 };
@@ -52,12 +60,17 @@ class Model {
   public:
     // Loads a Loopy checkpoint (docs/checkpoint-format.md); throws loopy::Error naming the file.
     static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& options = {});
-    // Wraps a network built in memory (tests, the trainer).
+    // Wraps a network built in memory (tests, the trainer), with an optional preview decoder.
     static std::shared_ptr<Model> from_network(model::LoopyModel network,
-                                               const ModelOptions& options = {});
+                                               const ModelOptions& options = {},
+                                               model::PreviewDecoder preview = nullptr);
 
     const model::LoopyConfig& config() const { return network_->config; }
     model::LoopyModelImpl& network() { return *network_; }
+    bool has_preview_decoder() const { return !preview_.is_empty(); }
+    model::PreviewDecoderImpl& preview_decoder() { return *preview_; }
+    // Throws loopy::Error (saying how to get one) when `decoder` is the preview and there is none.
+    void check_decoder(Decoder decoder) const;
     const ModelOptions& options() const { return options_; }
     torch::Device device() const { return device_; }
     torch::ScalarType dtype() const { return dtype_; }
@@ -67,8 +80,10 @@ class Model {
     std::mutex& run_mutex() { return run_mutex_; }
 
   private:
-    Model(model::LoopyModel network, const ModelOptions& options, std::string path);
+    Model(model::LoopyModel network, model::PreviewDecoder preview, const ModelOptions& options,
+          std::string path);
     model::LoopyModel network_;
+    model::PreviewDecoder preview_;  // empty when the checkpoint has none
     ModelOptions options_;
     torch::Device device_{torch::kCPU};
     torch::ScalarType dtype_ = torch::kFloat32;
@@ -108,7 +123,7 @@ struct SessionStats {
     StageStats audio_encoder;     // wav2vec + audio projection, per clip
     StageStats motion_encode;     // ReferenceNet over the motion frames, per clip
     StageStats denoise_step;      // one DDIM step (all guidance passes), per step
-    StageStats vae_decode;        // per frame
+    StageStats vae_decode;        // per frame (the chosen decoder)
     std::int64_t clips = 0, frames = 0;
     double audio_seconds = 0;            // audio consumed by generated clips
     std::size_t peak_audio_samples = 0;  // most samples held at once

@@ -83,6 +83,7 @@ Session::Session(std::shared_ptr<Model> model, const std::uint8_t* rgb, int widt
       scheduler_(make_scheduler(*model_)),
       start_(Clock::now()) {
     settings_.validate();
+    model_->check_decoder(settings_.decoder);
     const int size = model_->resolution();
     if (!rgb || width != size || height != size)
         throw Error("portrait: the model needs a " + std::to_string(size) + "x" +
@@ -109,6 +110,7 @@ Session::~Session() = default;
 
 void Session::set_settings(const GenerationSettings& settings) {
     settings.validate();
+    model_->check_decoder(settings.decoder);
     std::lock_guard<std::mutex> lock(settings_mutex_);
     settings_ = settings;
 }
@@ -213,8 +215,9 @@ Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
     {
         StageTimer timer(stats_.motion_encode);
         const auto motion = history_.abstract();
-        out.motion =
-            net.reference_unet->encode_motion(motion.frames.to(model_->dtype()), motion.mask);
+        // The motion frames' keys and values, once per clip rather than per step and pass.
+        out.motion = net.denoising_unet->prepare_motion(
+            net.reference_unet->encode_motion(motion.frames.to(model_->dtype()), motion.mask));
     }
     return out;
 }
@@ -284,9 +287,13 @@ std::int64_t Session::emit_frames(const torch::Tensor& latents, std::int64_t fir
         torch::Tensor pixels;
         {
             StageTimer timer(stats_.vae_decode, n);
-            auto z = latents[0].narrow(0, i, n).div(vae->config.scaling_factor);
-            pixels = vae->decode(z.to(model_->dtype()))
-                         .to(torch::kFloat32)
+            // The preview decoder takes the latents as diffusion makes them, the VAE unscaled.
+            const auto z = latents[0].narrow(0, i, n);
+            const auto image =
+                settings.decoder == Decoder::preview
+                    ? model_->preview_decoder().forward(z.to(model_->dtype()))
+                    : vae->decode(z.div(vae->config.scaling_factor).to(model_->dtype()));
+            pixels = image.to(torch::kFloat32)
                          .clamp(-1.0, 1.0)
                          .add(1.0)
                          .mul(127.5)

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/safetensors.h"
+#include "model/preview_decoder.h"
 
 namespace loopy::model {
 
@@ -100,12 +101,14 @@ LoopyConfig read_loopy_config(const std::string& path) {
 }
 
 void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
-                           const Metadata& extra_metadata) {
+                           const Metadata& extra_metadata, const TensorMap& extra_tensors) {
     auto metadata = loopy_metadata(model.config);
     metadata[kPredictionTypeKey] = model.prediction_type;
     for (const auto& [key, value] : extra_metadata)
         if (!metadata.count(key)) metadata[key] = value;
-    save_safetensors(path, state_dict(model), metadata);
+    auto tensors = state_dict(model);
+    tensors.insert(extra_tensors.begin(), extra_tensors.end());
+    save_safetensors(path, tensors, metadata);
 }
 
 LoopyModel load_loopy_checkpoint(const std::string& path) {
@@ -118,7 +121,7 @@ LoopyModel load_loopy_checkpoint(const std::string& path) {
             throw Error(path + ": unknown " + kPredictionTypeKey + " '" + it->second + "'");
         model->prediction_type = it->second;
     }
-    const auto report = load_state_dict(*model, tensors, {}, path);
+    const auto report = load_state_dict(*model, tensors, {"", true, {kPreviewDecoderPrefix}}, path);
     model->eval();
     logger()->info("loaded Loopy checkpoint {} ('{}', {} tensors)", path, config.name,
                    report.loaded);

@@ -64,11 +64,14 @@ LoopyConfig loopy_config_from_metadata(const Metadata& metadata, const std::stri
 // Reads only the header of `path`.
 LoopyConfig read_loopy_config(const std::string& path);
 
-// Atomic write of every parameter and buffer (float32 unless the model is in another dtype).
+// Atomic write of every parameter and buffer (float32 unless the model is in another dtype), plus
+// `extra_tensors` (the optional preview decoder, model/preview_decoder.h).
 void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
-                           const Metadata& extra_metadata = {});
-// Strict: the format version, the config and every tensor must match. Returns the model in eval
-// mode on the CPU.
+                           const Metadata& extra_metadata = {},
+                           const TensorMap& extra_tensors = {});
+// Strict: the format version, the config and every tensor must match (the optional
+// `preview_decoder.*` tensors are left to load_preview_decoder). Returns the model in eval mode on
+// the CPU.
 LoopyModel load_loopy_checkpoint(const std::string& path);
 
 }  // namespace loopy::model

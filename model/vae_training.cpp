@@ -2,6 +2,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cmath>
+
 #include "core/error.h"
 
 namespace loopy::model {
@@ -74,6 +76,88 @@ StepStats VaeTrainer::step(const torch::Tensor& images) {
     optimizer_.step(stats.lr);
     optimizer_.zero_grad();
     stats.loss = loss.total.item<double>();
+    stats.step = ++step_;
+    return stats;
+}
+
+// --- preview decoder distillation ---
+
+PreviewTargets preview_targets(AutoencoderKLImpl& vae, const torch::Tensor& images) {
+    torch::NoGradGuard no_grad;
+    const bool training = vae.is_training();
+    vae.eval();
+    constexpr int64_t kChunk = 16;
+    std::vector<torch::Tensor> latents, decoded;
+    for (int64_t i = 0; i < images.size(0); i += kChunk) {
+        const auto mode =
+            vae.encode(images.narrow(0, i, std::min(kChunk, images.size(0) - i))).mode();
+        latents.push_back(mode * vae.config.scaling_factor);
+        decoded.push_back(vae.decode(mode));
+    }
+    vae.train(training);
+    return {torch::cat(latents), torch::cat(decoded)};
+}
+
+torch::Tensor preview_loss(PreviewDecoderImpl& preview, const PreviewTargets& batch,
+                           const PreviewLossOptions& options) {
+    const auto out = preview.forward(batch.latents);
+    return options.mse_weight * torch::mse_loss(out, batch.images) +
+           options.l1_weight * torch::l1_loss(out, batch.images);
+}
+
+double preview_psnr(PreviewDecoderImpl& preview, const PreviewTargets& targets) {
+    torch::NoGradGuard no_grad;
+    const bool training = preview.is_training();
+    preview.eval();
+    double squared_error = 0;
+    constexpr int64_t kChunk = 64;
+    const int64_t n = targets.latents.size(0);
+    for (int64_t i = 0; i < n; i += kChunk) {
+        const int64_t m = std::min(kChunk, n - i);
+        const auto out = preview.forward(targets.latents.narrow(0, i, m)).clamp(-1, 1);
+        const auto want = targets.images.narrow(0, i, m).clamp(-1, 1);
+        squared_error += (out - want).pow(2).sum().item<double>();
+    }
+    preview.train(training);
+    const double mse = squared_error / static_cast<double>(targets.images.numel());
+    return 10.0 * std::log10(4.0 / std::max(mse, 1e-12));  // peak-to-peak range 2
+}
+
+PreviewDistiller::PreviewDistiller(PreviewDecoder preview, PreviewDistillerOptions options)
+    : preview_(std::move(preview)),
+      options_(options),
+      optimizer_(
+          [&] {
+              std::vector<std::pair<std::string, torch::Tensor>> params;
+              for (auto& item : preview_->named_parameters()) {
+                  item.value().set_requires_grad(true);
+                  params.emplace_back(item.key(), item.value());
+              }
+              return params;
+          }(),
+          options.adamw) {
+    preview_->train();
+}
+
+double PreviewDistiller::lr_at(int64_t step) const {
+    if (options_.total_steps <= 0) return options_.lr;
+    const double t = std::min(1.0, static_cast<double>(step) / options_.total_steps);
+    constexpr double kFloor = 0.05;
+    return options_.lr * (kFloor + (1 - kFloor) * 0.5 * (1 + std::cos(M_PI * t)));
+}
+
+StepStats PreviewDistiller::step(const PreviewTargets& batch) {
+    DeterministicGuard deterministic(options_.reproducible);
+    optimizer_.zero_grad();
+    auto loss = preview_loss(*preview_, batch, options_.loss);
+    loss.backward();
+    StepStats stats;
+    stats.loss = loss.item<double>();
+    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
+    stats.lr = lr_at(step_);
+    stats.skipped = !std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm);
+    if (!stats.skipped) optimizer_.step(stats.lr);
+    optimizer_.zero_grad();
     stats.step = ++step_;
     return stats;
 }

@@ -1,12 +1,14 @@
 #pragma once
 // Training the VAE on its own (`loopy train-vae`): reconstruction (L1 + MSE) plus a small KL term,
 // as Stable Diffusion's autoencoder without its adversarial and perceptual losses. The diffusion
-// stages keep the VAE frozen, so it is trained first (docs/training.md).
+// stages keep the VAE frozen, so it is trained first (docs/training.md). Also the distillation
+// of the fast preview decoder from the trained VAE's decoder (`loopy train-vae --preview`).
 #include <torch/torch.h>
 
 #include <cstdint>
 
 #include "model/autoencoder_kl.h"
+#include "model/preview_decoder.h"
 #include "model/training.h"
 
 namespace loopy::model {
@@ -49,6 +51,52 @@ class VaeTrainer {
   private:
     AutoencoderKL vae_;
     VaeTrainerOptions options_;
+    AdamW optimizer_;
+    int64_t step_ = 0;
+};
+
+// --- the fast preview decoder (model/preview_decoder.h), distilled from the VAE decoder ---
+
+// What the preview decoder learns from: the latents diffusion makes (posterior modes of `images`
+// times the scaling factor), and what the full VAE decoder makes of them. No gradients; the VAE
+// stays as it is.
+struct PreviewTargets {
+    torch::Tensor latents;  // [N, C, h, w]
+    torch::Tensor images;   // [N, 3, H, W], the full decoder's output
+};
+PreviewTargets preview_targets(AutoencoderKLImpl& vae, const torch::Tensor& images);
+
+struct PreviewLossOptions {
+    double mse_weight = 1.0;
+    double l1_weight = 0.5;  // sharper edges than MSE alone
+};
+torch::Tensor preview_loss(PreviewDecoderImpl& preview, const PreviewTargets& batch,
+                           const PreviewLossOptions& options);
+
+// PSNR (dB) of the preview's output against the full decoder's, both clamped to [-1, 1] (the
+// range frames are quantised from), over all of `targets`.
+double preview_psnr(PreviewDecoderImpl& preview, const PreviewTargets& targets);
+
+struct PreviewDistillerOptions {
+    double lr = 2e-3;
+    int64_t total_steps = 0;  // > 0: cosine decay of the learning rate to 5 % at this step
+    AdamW::Options adamw{0.9, 0.999, 1e-8, 0.0};
+    double max_grad_norm = 1.0;  // <= 0: no clipping
+    PreviewLossOptions loss;
+    bool reproducible = true;  // as TrainerOptions::reproducible
+};
+
+// AdamW over the preview decoder's parameters only.
+class PreviewDistiller {
+  public:
+    PreviewDistiller(PreviewDecoder preview, PreviewDistillerOptions options);
+    StepStats step(const PreviewTargets& batch);
+    int64_t steps_done() const { return step_; }
+    double lr_at(int64_t step) const;
+
+  private:
+    PreviewDecoder preview_;
+    PreviewDistillerOptions options_;
     AdamW optimizer_;
     int64_t step_ = 0;
 };

@@ -10,6 +10,7 @@
 #include "audio/microphone.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "model/preview_decoder.h"
 #include "render/live_generator.h"
 #include "render/portrait.h"
 
@@ -28,6 +29,7 @@ GenerationSettings to_engine(const GuidanceSettings& g) {
     s.audio_ratio = g.audio_ratio;
     s.reference_ratio = g.reference_ratio;
     s.seed = g.seed;
+    s.decoder = g.preview_decoder ? Decoder::preview : Decoder::full;
     return s;
 }
 
@@ -37,6 +39,7 @@ GuidanceSettings from_engine(const GenerationSettings& s) {
     g.audio_ratio = s.audio_ratio;
     g.reference_ratio = s.reference_ratio;
     g.seed = s.seed;
+    g.preview_decoder = s.decoder == Decoder::preview;
     return g;
 }
 
@@ -259,6 +262,15 @@ bool EngineWorker::cudaAvailable() {
 
 int EngineWorker::hardwareThreads() {
     return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+bool EngineWorker::hasPreviewDecoder(const QString& checkpoint) {
+    if (checkpoint.isEmpty()) return false;
+    try {
+        return model::has_preview_decoder(checkpoint.toStdString());
+    } catch (const std::exception&) {
+        return false;  // the load reports what is wrong with the file
+    }
 }
 
 bool EngineWorker::submit(std::function<void()> job) {

@@ -39,10 +39,12 @@ struct GuidanceSettings {
     double audio_ratio = 5.0;
     double reference_ratio = 3.0;
     quint64 seed = 0;
+    bool preview_decoder = false;  // the fast preview decoder instead of the full VAE decoder
 
     bool operator==(const GuidanceSettings& o) const {
         return steps == o.steps && audio_ratio == o.audio_ratio &&
-               reference_ratio == o.reference_ratio && seed == o.seed;
+               reference_ratio == o.reference_ratio && seed == o.seed &&
+               preview_decoder == o.preview_decoder;
     }
     bool operator!=(const GuidanceSettings& o) const { return !(*this == o); }
 };
@@ -154,6 +156,9 @@ class EngineWorker : public QObject {
 
     static bool cudaAvailable();
     static int hardwareThreads();
+    // Whether the checkpoint file holds a fast preview decoder (reads its header only; false
+    // for a missing or unreadable file).
+    static bool hasPreviewDecoder(const QString& checkpoint);
     static constexpr int kFps = 25;
     static constexpr int kSampleRate = 16000;
 

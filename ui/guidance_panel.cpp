@@ -1,5 +1,6 @@
 #include "ui/guidance_panel.h"
 
+#include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QGridLayout>
 #include <QLabel>
@@ -42,6 +43,15 @@ GuidancePanel::GuidancePanel(QWidget* parent) : QGroupBox(tr("Guidance"), parent
     grid->addWidget(random, 4, 2);
     connect(seed_, &QSpinBox::valueChanged, this, &GuidancePanel::changed);
     connect(random, &QPushButton::clicked, this, &GuidancePanel::randomizeSeed);
+
+    grid->addWidget(new QLabel(tr("Decoder"), this), 5, 0);
+    decoder_ = new QComboBox(this);
+    decoder_->setObjectName(QStringLiteral("decoderCombo"));
+    decoder_->addItem(tr("Full VAE"));
+    decoder_->addItem(tr("Fast preview"));
+    grid->addWidget(decoder_, 5, 1, 1, 2);
+    connect(decoder_, &QComboBox::currentIndexChanged, this, &GuidancePanel::changed);
+    setPreviewAvailable(false);
     grid->setColumnStretch(1, 1);
 }
 
@@ -105,6 +115,7 @@ GuidanceSettings GuidancePanel::settings(bool live) const {
     s.audio_ratio = audioRatio();
     s.reference_ratio = referenceRatio();
     s.seed = seed();
+    s.preview_decoder = previewDecoder();
     return s;
 }
 
@@ -123,6 +134,9 @@ double GuidancePanel::referenceRatio() const {
 quint64 GuidancePanel::seed() const {
     return quint64(seed_->value());
 }
+bool GuidancePanel::previewDecoder() const {
+    return decoder_->currentIndex() == 1;
+}
 
 void GuidancePanel::setSteps(int steps) {
     steps_->setValue(steps);
@@ -138,6 +152,20 @@ void GuidancePanel::setReferenceRatio(double ratio) {
 }
 void GuidancePanel::setSeed(quint64 seed) {
     seed_->setValue(int(std::min<quint64>(seed, INT_MAX)));
+}
+
+void GuidancePanel::setPreviewDecoder(bool preview) {
+    if (!preview || decoder_->isEnabled()) decoder_->setCurrentIndex(preview ? 1 : 0);
+}
+
+void GuidancePanel::setPreviewAvailable(bool available) {
+    if (!available) decoder_->setCurrentIndex(0);
+    decoder_->setEnabled(available);
+    decoder_->setToolTip(
+        available ? tr("Fast preview: a small decoder distilled from the VAE, several times "
+                       "faster and blurrier. Full VAE: the best picture")
+                  : tr("This checkpoint has no fast preview decoder (make one with `loopy "
+                       "train-vae --preview`): frames are decoded by the full VAE"));
 }
 
 void GuidancePanel::randomizeSeed() {

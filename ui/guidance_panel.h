@@ -1,11 +1,13 @@
 #pragma once
-// Guidance controls: audio and reference CFG ratios, DDIM steps (offline and live), seed. Each
-// number has a slider and a spin box kept in step. Changes are announced at once (changed());
-// the engine applies them from its next clip, also in live mode.
+// Guidance controls: audio and reference CFG ratios, DDIM steps (offline and live), seed, and the
+// decoder (full VAE or the fast preview). Each number has a slider and a spin box kept in step.
+// Changes are announced at once (changed()); the engine applies them from its next clip, also in
+// live mode.
 #include <QGroupBox>
 
 #include "ui/engine_worker.h"
 
+class QComboBox;
 class QDoubleSpinBox;
 class QSlider;
 class QSpinBox;
@@ -26,12 +28,17 @@ class GuidancePanel : public QGroupBox {
     double audioRatio() const;
     double referenceRatio() const;
     quint64 seed() const;
+    bool previewDecoder() const;
 
     void setSteps(int steps);
     void setLiveSteps(int steps);
     void setAudioRatio(double ratio);
     void setReferenceRatio(double ratio);
     void setSeed(quint64 seed);
+    void setPreviewDecoder(bool preview);  // ignored while the preview is unavailable
+    // Whether the chosen checkpoint has a preview decoder; without one the choice is disabled
+    // and falls back to the full VAE decoder.
+    void setPreviewAvailable(bool available);
     void randomizeSeed();
 
     static constexpr double kMaxRatio = 15.0;
@@ -51,6 +58,7 @@ class GuidancePanel : public QGroupBox {
     QSpinBox* steps_ = nullptr;
     QSpinBox* live_steps_ = nullptr;
     QSpinBox* seed_ = nullptr;
+    QComboBox* decoder_ = nullptr;
 };
 
 }  // namespace loopy::ui

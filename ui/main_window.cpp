@@ -269,6 +269,10 @@ void MainWindow::connectEngine() {
     connect(worker_, &EngineWorker::failed, this, &MainWindow::onEngineFailed);
     connect(guidance_, &GuidancePanel::changed, this,
             [this] { worker_->setGuidance(guidance_->settings(mode_ == Mode::Live)); });
+    // Offer the fast preview decoder only when the checkpoint has one.
+    connect(model_, &ModelPanel::changed, this, [this] {
+        guidance_->setPreviewAvailable(EngineWorker::hasPreviewDecoder(model_->checkpoint()));
+    });
 }
 
 // --- state ---
@@ -721,6 +725,8 @@ void MainWindow::loadSettings() {
     guidance_->setSteps(s.value(QStringLiteral("guidance/steps"), 25).toInt());
     guidance_->setLiveSteps(s.value(QStringLiteral("guidance/live_steps"), 4).toInt());
     guidance_->setSeed(s.value(QStringLiteral("guidance/seed"), 0).toULongLong());
+    guidance_->setPreviewDecoder(
+        s.value(QStringLiteral("guidance/preview_decoder"), false).toBool());
     preferred_microphone_ = s.value(QStringLiteral("live/microphone")).toString();
     recent_ = s.value(QStringLiteral("files/recent")).toStringList();
     rebuildRecentMenu();
@@ -738,6 +744,7 @@ void MainWindow::saveSettings() const {
     s.setValue(QStringLiteral("guidance/steps"), guidance_->steps());
     s.setValue(QStringLiteral("guidance/live_steps"), guidance_->liveSteps());
     s.setValue(QStringLiteral("guidance/seed"), guidance_->seed());
+    s.setValue(QStringLiteral("guidance/preview_decoder"), guidance_->previewDecoder());
     s.setValue(QStringLiteral("live/microphone"), microphone());
     s.setValue(QStringLiteral("files/recent"), recent_);
     s.setValue(QStringLiteral("window/geometry"), saveGeometry());

@@ -4,6 +4,7 @@
 // (PulseAudio null sink + espeak-ng speech) and with no audio device at all.
 #include <QtTest>
 
+#include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QLabel>
 #include <QMimeData>
@@ -20,6 +21,7 @@
 #include "audio/audio_decoder.h"
 #include "audio/media_gen.h"
 #include "audio/virtual_mic.h"
+#include "model/preview_decoder.h"
 #include "pipeline/tiny_model.h"
 #include "render/frame_viewport.h"
 #include "render/video_probe.h"
@@ -260,6 +262,27 @@ class StudioTest : public QObject {
         const QStringList recent = QSettings().value("files/recent").toStringList();
         QVERIFY2(recent.contains(QFileInfo(portrait_).absoluteFilePath()),
                  qPrintable(recent.join(", ")));
+    }
+
+    // The fast preview decoder is offered only with a checkpoint that has one.
+    void decoderChoiceFollowsTheCheckpoint() {
+        const QString with_preview = dir_.filePath("tiny64-preview.safetensors");
+        auto net = loopy::test::random_network(loopy::test::tiny_config(64));
+        loopy::model::PreviewDecoder preview(loopy::model::preview_decoder_options(net->config));
+        loopy::model::save_loopy_checkpoint(with_preview.toStdString(), *net,
+                                            loopy::model::preview_decoder_metadata(*preview),
+                                            loopy::model::preview_decoder_tensors(*preview));
+        auto w = make_window(false);
+        GuidancePanel* g = w->guidancePanel();
+        auto* decoder = child<QComboBox>(g, "decoderCombo");
+        QVERIFY(!decoder->isEnabled());
+        w->modelPanel()->setCheckpoint(with_preview);
+        QVERIFY(decoder->isEnabled());
+        decoder->setCurrentIndex(1);
+        QVERIFY(g->settings(true).preview_decoder);
+        w->modelPanel()->setCheckpoint(checkpoint_);
+        QVERIFY(!decoder->isEnabled());
+        QVERIFY(!g->previewDecoder());
     }
 
     // Each control moved during a generation reaches the running Session (read back from it);
