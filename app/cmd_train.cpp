@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/system.h"
+#include "model/audio_pretraining.h"
 #include "model/distributed.h"
 #include "model/loopy_model.h"
 #include "model/preview_decoder.h"
@@ -55,7 +56,7 @@ struct TrainArgs {
     int64_t steps = 1000, batch = 1, checkpoint_every = 500, warmup = 0;
     double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0, mouth_weight = 1.0;
     uint64_t seed = 0;
-    bool resume = false, v_prediction = false, fast = false;
+    bool resume = false, v_prediction = false, fast = false, freeze_audio_encoder = false;
     int threads = 0;
     std::string backend = "gloo";
     double dist_timeout = 300;
@@ -80,6 +81,7 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
     o.max_grad_norm = a.max_grad_norm;
     o.ema_decay = a.ema;
     o.v_prediction = a.v_prediction;
+    o.freeze_audio_encoder = a.freeze_audio_encoder;
     o.seed = a.seed;
     o.reproducible = !a.fast;
     return o;
@@ -246,8 +248,21 @@ int run_train_vae(const TrainVaeArgs& a) {
     bar.finish();
     calibrate_latent_scale(*net, clips, a.seed);
     model::save_loopy_checkpoint(a.out, *net, meta);
-    std::printf("trained the VAE %lld steps in %.1f s, last loss %.5g; wrote %s\n",
-                static_cast<long long>(a.steps), seconds_since(start), stats.loss, a.out.c_str());
+    const double seconds = seconds_since(start);
+    const double train_psnr =
+        model::reconstruction_psnr(*net->vae, vae_batch(clips, a.seed ^ 0x5CA1Eull, 0, 256));
+    const double held_out_psnr =
+        a.eval_data.empty()
+            ? 0.0
+            : model::reconstruction_psnr(*net->vae,
+                                         vae_batch(read_clips(a.eval_data, net->config.resolution),
+                                                   a.seed ^ 0xE7A1ull, 0, 256));
+    std::printf(
+        "trained the VAE %lld steps in %.1f s, last loss %.5g; reconstruction PSNR %.2f dB "
+        "(256 training frames)",
+        static_cast<long long>(a.steps), seconds, stats.loss, train_psnr);
+    if (!a.eval_data.empty()) std::printf(", %.2f dB (256 held-out frames)", held_out_psnr);
+    std::printf("; wrote %s\n", a.out.c_str());
     return 0;
 }
 
@@ -340,6 +355,86 @@ int run_distill_preview(const TrainVaeArgs& a) {
     return 0;
 }
 
+// --- train-audio ---
+
+struct TrainAudioArgs {
+    std::string data, out, init, config, eval_data;
+    int64_t steps = 1000, batch = 8, checkpoint_every = 500;
+    double lr = model::AudioPretrainerOptions{}.lr;
+    uint64_t seed = 0;
+    bool force = false, fast = false;
+    int threads = 0;
+};
+
+model::AudioFeatureOptions audio_feature_options(const model::LoopyConfig& config) {
+    model::AudioFeatureOptions o;
+    o.window = config.audio_projection.window;
+    o.context_seconds = model::TrainerOptions{}.audio_context_seconds;
+    return o;
+}
+
+// Correlation of the predicted and true mouth opening over every whole 12-frame window of
+// `clips` (at most 16 clips).
+double mouth_correlation(model::AudioPretrainer& trainer,
+                         const std::vector<render::TrainClip>& clips,
+                         const model::LoopyConfig& config) {
+    const int64_t f = config.num_frames;
+    const auto audio = audio_feature_options(config);
+    std::vector<torch::Tensor> predicted, truth;
+    for (size_t c = 0; c < std::min<size_t>(clips.size(), 16); ++c) {
+        const auto track = render::mouth_opening_track(clips[c]);
+        for (int64_t first = 0; first + f <= clips[c].frame_count(); first += f) {
+            const auto plan =
+                model::plan_audio_window(config.audio_encoder_config(), audio, first, f);
+            predicted.push_back(trainer.predict({render::clip_window_samples(clips[c], plan)}, f));
+            truth.push_back(track.narrow(0, first, f));
+        }
+    }
+    return model::pearson_correlation(torch::cat(predicted, 1), torch::cat(truth));
+}
+
+int run_train_audio(const TrainAudioArgs& a) {
+    if (a.threads > 0) set_num_threads(a.threads);
+    if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
+    auto net = initial_model(a.init, a.config, a.seed);
+    const auto clips = read_clips(a.data, net->config.resolution);
+    std::vector<render::TrainClip> held_out;
+    if (!a.eval_data.empty()) held_out = read_clips(a.eval_data, net->config.resolution);
+
+    model::AudioPretrainerOptions o;
+    o.lr = a.lr;
+    o.seed = a.seed;
+    o.audio = audio_feature_options(net->config);
+    model::DeterministicGuard deterministic(!a.fast);
+    model::AudioPretrainer trainer(net, o);
+    ProgressBar bar("train-audio");
+    const auto start = Clock::now();
+    model::StepStats stats;
+    const Metadata meta = {{"loopy.train.audio_pretrain_steps", std::to_string(a.steps)}};
+    while (trainer.steps_done() < a.steps) {
+        stats = trainer.step(render::audio_pretrain_batch(clips, net->config, o.audio,
+                                                          net->config.num_frames, a.seed,
+                                                          trainer.steps_done() * a.batch, a.batch));
+        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
+            model::save_loopy_checkpoint(a.out, *net, meta);
+        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
+        bar.update(static_cast<double>(stats.step) / a.steps,
+                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
+                   progress_detail(stats, per_step, a.steps - stats.step));
+    }
+    bar.finish();
+    if (a.steps == 0) model::save_loopy_checkpoint(a.out, *net, meta);
+    std::printf(
+        "trained the audio encoder %lld steps in %.1f s, last loss %.5g; mouth-opening r "
+        "%.3f (training clips)",
+        static_cast<long long>(a.steps), seconds_since(start), stats.loss,
+        mouth_correlation(trainer, clips, net->config));
+    if (!held_out.empty())
+        std::printf(", %.3f (held-out clips)", mouth_correlation(trainer, held_out, net->config));
+    std::printf("; wrote %s\n", a.out.c_str());
+    return 0;
+}
+
 void add_common(CLI::App* cmd, std::string& data, std::string& init, std::string& config,
                 uint64_t& seed, int& threads, bool& fast) {
     cmd->add_option("--data", data, "Training clips (loopy synth's folder format)")
@@ -388,6 +483,9 @@ Runner add_train_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_flag("--resume", a->resume, "Continue the run in --out bit for bit");
     cmd->add_flag("--v-prediction", a->v_prediction, "Predict v instead of the noise");
+    cmd->add_flag("--freeze-audio-encoder", a->freeze_audio_encoder,
+                  "Stage 2: keep the audio encoder of --init as it is (e.g. pretrained with "
+                  "loopy train-audio)");
     cmd->add_option("--mouth-weight", a->mouth_weight,
                     "Weigh the loss on each frame's mouth box (from truth.json) this many times "
                     "more (1: plain mean)")
@@ -403,6 +501,31 @@ Runner add_train_command(CLI::App& app) {
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
     return [a]() { return run_train(*a); };
+}
+
+Runner add_train_audio_command(CLI::App& app) {
+    auto a = std::make_shared<TrainAudioArgs>();
+    CLI::App* cmd = app.add_subcommand(
+        "train-audio",
+        "Pretrain the audio encoder to predict each frame's mouth opening (before stage 2)");
+    add_common(cmd, a->data, a->init, a->config, a->seed, a->threads, a->fast);
+    cmd->add_option("-o,--out", a->out, "Loopy checkpoint to write (--init with the new encoder)")
+        ->required();
+    cmd->add_option("--steps", a->steps, "Optimiser steps")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    cmd->add_option("--batch", a->batch, "Windows of 12 frames per step")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--lr", a->lr, "AdamW learning rate")->capture_default_str();
+    cmd->add_option("--eval-data", a->eval_data,
+                    "Clips (not trained on) to report the mouth-opening correlation on")
+        ->check(CLI::ExistingDirectory);
+    cmd->add_option("--checkpoint-every", a->checkpoint_every, "Save every N steps")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_flag("-f,--force", a->force, "Replace an existing --out");
+    return [a]() { return run_train_audio(*a); };
 }
 
 Runner add_train_vae_command(CLI::App& app) {
@@ -429,8 +552,8 @@ Runner add_train_vae_command(CLI::App& app) {
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
     cmd->add_option("--eval-data", a->eval_data,
-                    "--preview: clips (not trained on) to report the PSNR against the full "
-                    "decoder on")
+                    "Clips (not trained on) to report the PSNR on: the reconstruction's, or with "
+                    "--preview the preview decoder's against the full decoder")
         ->check(CLI::ExistingDirectory);
     cmd->add_option("--checkpoint-every", a->checkpoint_every, "Save every N steps")
         ->check(CLI::PositiveNumber)

@@ -16,6 +16,7 @@ Runner add_synth_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
 Runner add_train_command(CLI::App& app);
 Runner add_train_vae_command(CLI::App& app);
+Runner add_train_audio_command(CLI::App& app);
 // `bench render`, registered on the `bench` subcommand.
 Runner add_bench_render_command(CLI::App& bench);
 // `bench live`, likewise.

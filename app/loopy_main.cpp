@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     add(loopy::cli::add_eval_command(app));
     add(loopy::cli::add_train_command(app));
     add(loopy::cli::add_train_vae_command(app));
+    add(loopy::cli::add_train_audio_command(app));
 
     try {
         app.parse(argc, argv);

@@ -109,10 +109,12 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
-                                                 const torch::Tensor& encoder_hidden_states) {
+                                                 const torch::Tensor& encoder_hidden_states,
+                                                 const torch::Tensor& positions) {
     // Positions are added to the normalised input of each attention, not to the residual stream.
     auto normed = norm1(x);
     if (pos_embed) normed = pos_embed(normed);
+    if (positions.defined()) normed = normed + positions;
     auto kv = self_attention_kv ? self_attention_kv(normed) : torch::Tensor();
     auto h = attn1(normed, kv) + x;
     if (attn2) {
@@ -124,6 +126,24 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
 }
 
 // --- Transformer2DModel ---
+
+torch::Tensor spatial_positions(int64_t height, int64_t width, int64_t dim,
+                                const torch::TensorOptions& options) {
+    if (dim % 4 != 0)
+        throw Error("spatial positions need a width that is a multiple of 4, got " +
+                    std::to_string(dim));
+    const int64_t quarter = dim / 4;
+    auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+    // Periods from 2*pi to 2*pi*10000 tokens, as the transformer's 1-D positions.
+    auto freq = torch::exp(torch::arange(quarter, f32) * (-std::log(10000.0) / quarter));
+    auto axis = [&](int64_t n) {  // [n, 2*quarter]
+        auto args = torch::arange(n, f32).unsqueeze(1) * freq.unsqueeze(0);
+        return torch::cat({torch::sin(args), torch::cos(args)}, 1);
+    };
+    auto rows = axis(height).unsqueeze(1).expand({height, width, 2 * quarter});
+    auto cols = axis(width).unsqueeze(0).expand({height, width, 2 * quarter});
+    return torch::cat({rows, cols}, 2).reshape({1, height * width, dim}).to(options);
+}
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& opts)
     : options(opts) {
@@ -160,8 +180,11 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x,
     };
     auto h = norm(x);
     h = proj_in_linear ? proj_in_linear(to_tokens(h)) : to_tokens(proj_in_conv(h));
+    const auto positions = options.spatial_positions()
+                               ? spatial_positions(height, width, h.size(2), h.options())
+                               : torch::Tensor();
     for (auto& block : blocks)
-        h = block(h, encoder_hidden_states);
+        h = block(h, encoder_hidden_states, positions);
     h = proj_out_linear ? to_image(proj_out_linear(h)) : proj_out_conv(to_image(h));
     return h + x;
 }

@@ -91,8 +91,10 @@ class BasicTransformerBlockImpl : public torch::nn::Module {
     explicit BasicTransformerBlockImpl(const BasicTransformerBlockOptions& options);
 
     // x [B, L, dim]; encoder_hidden_states [B, Lc, cross_dim] for attn2 (undefined: attn2 is a
-    // self-attention, as in the temporal blocks).
-    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& encoder_hidden_states = {});
+    // self-attention, as in the temporal blocks). `positions` [1, L, dim] (optional) are added to
+    // attn1's normalised input before the reference hook sees it.
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& encoder_hidden_states = {},
+                          const torch::Tensor& positions = {});
 
     // Reference attention hook. When set, it receives attn1's normalised input [B, L, dim] and
     // returns attn1's key/value tokens (undefined: plain self-attention). A reference network
@@ -118,7 +120,16 @@ struct Transformer2DModelOptions {
     TORCH_ARG(int64_t, cross_attention_dim) = 0;
     TORCH_ARG(int64_t, norm_num_groups) = 32;
     TORCH_ARG(bool, use_linear_projection) = false;  // Linear proj_in/out instead of 1x1 convs
+    // Adds fixed 2-D sinusoidal positions to each block's self-attention input (a Loopy option,
+    // not SD's): see spatial_positions() below.
+    TORCH_ARG(bool, spatial_positions) = false;
 };
+
+// Fixed 2-D sinusoidal positions [1, height*width, dim] (row-major tokens): the first half of the
+// channels encodes the row, the second the column, each as sin/cos pairs at geometric
+// frequencies. dim must be a multiple of 4.
+torch::Tensor spatial_positions(int64_t height, int64_t width, int64_t dim,
+                                const torch::TensorOptions& options);
 
 // Spatial transformer over [B, C, H, W]: GroupNorm(eps 1e-6) -> proj_in -> H*W tokens ->
 // transformer_blocks -> proj_out -> + input.

@@ -51,10 +51,10 @@ const char* kTinyUnet = R"({
   "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
 })";
 const char* kTinyVae = R"({
-  "_class_name": "AutoencoderKL", "block_out_channels": [8, 16, 32, 32],
+  "_class_name": "AutoencoderKL", "block_out_channels": [16, 32, 64, 64],
   "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D",
                        "DownEncoderBlock2D"],
-  "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 8,
+  "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4,
   "out_channels": 3, "sample_size": 128, "scaling_factor": 0.18215,
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D",
                      "UpDecoderBlock2D"]
@@ -155,6 +155,7 @@ LoopyConfig LoopyConfig::preset(const std::string& name) {
         c.audio_encoder = json::parse(kWav2Vec2Base);
     } else if (name == "tiny") {
         c.resolution = 128;
+        c.spatial_positions = true;
         c.unet = json::parse(kTinyUnet);
         c.vae = json::parse(kTinyVae);
         c.audio_encoder = json::parse(kTinyWav2Vec2);
@@ -184,6 +185,7 @@ LoopyConfig LoopyConfig::from_json(const json& j) {
     r.integer("resolution", c.resolution);
     r.integer("num_frames", c.num_frames);
     r.integer("null_context_tokens", c.null_context_tokens);
+    r.boolean("spatial_positions", c.spatial_positions);
     r.object("unet", c.unet, true);
     r.object("vae", c.vae, true);
     r.object("audio_encoder", c.audio_encoder, true);
@@ -245,6 +247,7 @@ json LoopyConfig::to_json() const {
         {"resolution", resolution},
         {"num_frames", num_frames},
         {"null_context_tokens", null_context_tokens},
+        {"spatial_positions", spatial_positions},
         {"unet", unet},
         {"vae", vae},
         {"audio_encoder", audio_encoder},
@@ -275,7 +278,9 @@ json LoopyConfig::to_json() const {
 }
 
 UNet2DConditionConfig LoopyConfig::unet_config() const {
-    return parse_upstream("unet", [&] { return UNet2DConditionConfig::parse(unet); });
+    auto config = parse_upstream("unet", [&] { return UNet2DConditionConfig::parse(unet); });
+    config.spatial_positions = spatial_positions;
+    return config;
 }
 
 AutoencoderKLConfig LoopyConfig::vae_config() const {
@@ -313,6 +318,9 @@ void LoopyConfig::validate() const {
               "U-Net width " + std::to_string(ch) +
                   " is not divisible by audio_attention.num_attention_heads " +
                   std::to_string(audio_attention.num_attention_heads));
+        check(!spatial_positions || ch % 4 == 0,
+              "spatial_positions needs U-Net widths that are multiples of 4, got " +
+                  std::to_string(ch));
     }
     check(audio_to_latents.attention_dim % audio_to_latents.num_attention_heads == 0,
           "audio_to_latents.attention_dim must be divisible by its num_attention_heads");

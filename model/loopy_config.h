@@ -26,6 +26,12 @@ struct LoopyConfig {
     // Tokens of the learned context that replaces SD's text in the spatial cross-attention (attn2).
     int64_t null_context_tokens = 1;
 
+    // Fixed 2-D sinusoidal positions added to every spatial self-attention's input in both
+    // U-Nets (not in SD or the paper). Reference attention has to match a token with the
+    // reference token at the same place; SD's deep, wide convolutions carry enough position for
+    // that, the tiny network's do not (it then copies only the portrait's mean colours).
+    bool spatial_positions = false;
+
     struct Temporal {
         int64_t num_attention_heads = 8;         // dim_head = block channels / heads
         int64_t num_layers = 1;                  // transformer blocks per temporal layer

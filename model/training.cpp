@@ -279,12 +279,20 @@ void AdamW::load_state(const TensorMap& state) {
 
 namespace {
 
-// Sets requires_grad by stage and returns the trained parameters.
-std::vector<std::pair<std::string, torch::Tensor>> prepare_parameters(LoopyModelImpl& model,
-                                                                      TrainStage stage) {
-    for (auto& item : model.named_parameters())
-        item.value().set_requires_grad(trained_in_stage(item.key(), stage));
-    return stage_parameters(model, stage);
+// Sets requires_grad by stage and returns the trained parameters; a pretrained audio encoder
+// (`loopy train-audio`) may be kept as it is.
+std::vector<std::pair<std::string, torch::Tensor>> prepare_parameters(
+    LoopyModelImpl& model, const TrainerOptions& options) {
+    auto trained = [&](const std::string& name) {
+        return trained_in_stage(name, options.stage) &&
+               !(options.freeze_audio_encoder && starts_with(name, "audio_encoder."));
+    };
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (auto& item : model.named_parameters()) {
+        item.value().set_requires_grad(trained(item.key()));
+        if (trained(item.key())) out.emplace_back(item.key(), item.value());
+    }
+    return out;
 }
 
 }  // namespace
@@ -307,7 +315,7 @@ double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& 
 Trainer::Trainer(LoopyModel model, TrainerOptions options)
     : model_(std::move(model)),
       options_(options),
-      optimizer_(prepare_parameters(*model_, options.stage), options.adamw) {
+      optimizer_(prepare_parameters(*model_, options), options.adamw) {
     model_->to(torch::kCPU, torch::kFloat32);
     model_->train();
     model_->prediction_type = options_.v_prediction ? "v_prediction" : "epsilon";

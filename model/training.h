@@ -149,6 +149,8 @@ struct TrainerOptions {
     double max_grad_norm = 1.0;  // <= 0: no clipping
     double ema_decay = 0.0;      // 0: no EMA
     bool v_prediction = false;
+    // Stage 2: keep the audio encoder as it is (one pretrained with `loopy train-audio`).
+    bool freeze_audio_encoder = false;
     MaskProbabilities masks;
     double audio_context_seconds = 1.0;  // as ModelOptions::audio_context_seconds
     uint64_t seed = 0;

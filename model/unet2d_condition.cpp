@@ -180,7 +180,8 @@ Transformer2DModel make_transformer(const UNetBlockOptions& o, int64_t channels)
                                   .num_layers(o.transformer_layers())
                                   .cross_attention_dim(o.cross_attention_dim())
                                   .norm_num_groups(o.groups())
-                                  .use_linear_projection(o.use_linear_projection()));
+                                  .use_linear_projection(o.use_linear_projection())
+                                  .spatial_positions(o.spatial_positions()));
 }
 
 // Registers the typed modules as the numbered children of a ModuleList called `name`.
@@ -322,6 +323,7 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& 
             .cross_attention_dim(cfg.cross_attention_dim)
             .transformer_layers(cfg.transformer_layers_per_block)
             .use_linear_projection(cfg.use_linear_projection)
+            .spatial_positions(cfg.spatial_positions)
             .groups(cfg.norm_num_groups)
             .eps(cfg.norm_eps);
     };

@@ -42,6 +42,9 @@ struct UNet2DConditionConfig {
     int64_t transformer_layers_per_block = 1;
     int64_t conv_in_kernel = 3;
     int64_t conv_out_kernel = 3;
+    // Not a diffusers key (parse() leaves it off): Loopy's `spatial_positions` option, see
+    // Transformer2DModelOptions::spatial_positions.
+    bool spatial_positions = false;
 
     static UNet2DConditionConfig parse(const nlohmann::json& config);
     static UNet2DConditionConfig parse_file(const std::string& path);  // config.json
@@ -77,6 +80,7 @@ struct UNetBlockOptions {
     TORCH_ARG(int64_t, cross_attention_dim) = 768;
     TORCH_ARG(int64_t, transformer_layers) = 1;
     TORCH_ARG(bool, use_linear_projection) = false;
+    TORCH_ARG(bool, spatial_positions) = false;
     TORCH_ARG(int64_t, groups) = 32;
     TORCH_ARG(double, eps) = 1e-5;
 };

@@ -56,6 +56,22 @@ double latent_scaling_factor(AutoencoderKLImpl& vae, const torch::Tensor& images
     return 1.0 / std;
 }
 
+double reconstruction_psnr(AutoencoderKLImpl& vae, const torch::Tensor& images) {
+    torch::NoGradGuard no_grad;
+    const bool training = vae.is_training();
+    vae.eval();
+    double squared_error = 0;
+    constexpr int64_t kChunk = 16;
+    for (int64_t i = 0; i < images.size(0); i += kChunk) {
+        const auto want = images.narrow(0, i, std::min(kChunk, images.size(0) - i));
+        const auto out = vae.decode(vae.encode(want).mode()).clamp(-1, 1);
+        squared_error += (out - want).pow(2).sum().item<double>();
+    }
+    vae.train(training);
+    const double mse = squared_error / static_cast<double>(images.numel());
+    return 10.0 * std::log10(4.0 / std::max(mse, 1e-20));
+}
+
 VaeTrainer::VaeTrainer(AutoencoderKL vae, VaeTrainerOptions options)
     : vae_(std::move(vae)),
       options_(options),

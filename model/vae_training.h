@@ -41,6 +41,11 @@ struct VaeTrainerOptions {
 // diffusion schedule assumes unit-variance data; SD's 0.18215 fits SD's VAE only.
 double latent_scaling_factor(AutoencoderKLImpl& vae, const torch::Tensor& images);
 
+// PSNR (dB, peak-to-peak 2) of the VAE's reconstruction (decoder of the posterior mode, clamped
+// to [-1, 1]) against `images` [N, 3, S, S] in [-1, 1]. The diffusion model's frames can be no
+// sharper than this.
+double reconstruction_psnr(AutoencoderKLImpl& vae, const torch::Tensor& images);
+
 // AdamW over every VAE parameter; the generator of step N is seeded by (seed, N).
 class VaeTrainer {
   public:

@@ -196,6 +196,45 @@ TrainDataset::TrainDataset(const std::string& dir, const model::LoopyConfig& con
     }
 }
 
+std::vector<float> clip_window_samples(const TrainClip& clip, const model::AudioWindowPlan& plan) {
+    std::vector<float> samples(static_cast<size_t>(plan.num_samples), 0.0f);
+    const auto total = static_cast<int64_t>(clip.audio.size());
+    for (int64_t k = std::max<int64_t>(0, plan.first_sample);
+         k < std::min(total, plan.end_sample()); ++k)
+        samples[static_cast<size_t>(k - plan.first_sample)] = clip.audio[static_cast<size_t>(k)];
+    return samples;
+}
+
+torch::Tensor mouth_opening_track(const TrainClip& clip) {
+    auto height = (clip.mouth_box.select(1, 3) - clip.mouth_box.select(1, 1)).to(torch::kFloat64);
+    height = height - height.mean();
+    const double deviation = height.numel() > 1 ? height.std().item<double>() : 0.0;
+    return (deviation > 1e-9 ? height / deviation : torch::zeros_like(height)).to(torch::kFloat32);
+}
+
+model::AudioPretrainBatch audio_pretrain_batch(const std::vector<TrainClip>& clips,
+                                               const model::LoopyConfig& config,
+                                               const model::AudioFeatureOptions& audio,
+                                               int64_t frames, uint64_t seed, int64_t first,
+                                               int64_t count) {
+    if (clips.empty()) throw Error("audio pretraining: no clips");
+    model::AudioPretrainBatch b;
+    std::vector<torch::Tensor> targets;
+    for (int64_t i = 0; i < count; ++i) {
+        const uint64_t r = mix(seed ^ mix(static_cast<uint64_t>(first + i) * 2 + 1));
+        const auto& clip = clips[r % clips.size()];
+        if (clip.frame_count() < frames)
+            throw Error(clip.name + ": shorter than " + std::to_string(frames) + " frames");
+        const auto start =
+            static_cast<int64_t>(mix(r) % static_cast<uint64_t>(clip.frame_count() - frames + 1));
+        b.audio.push_back(clip_window_samples(
+            clip, model::plan_audio_window(config.audio_encoder_config(), audio, start, frames)));
+        targets.push_back(mouth_opening_track(clip).narrow(0, start, frames));
+    }
+    b.targets = torch::stack(targets);
+    return b;
+}
+
 SampleSource TrainDataset::source(int64_t sample) const {
     const int64_t n = clip_count();
     SampleSource s;
@@ -229,16 +268,9 @@ model::TrainingBatch TrainDataset::batch(int64_t first, int64_t count) const {
         }
         history.push_back(hist);
         valid.push_back(ok);
-        // Inference's audio window for these frames, silence outside the clip's audio.
-        const auto plan = model::plan_audio_window(config_.audio_encoder_config(), options_.audio,
-                                                   src.first_frame, f);
-        std::vector<float> samples(static_cast<size_t>(plan.num_samples), 0.0f);
-        const auto total = static_cast<int64_t>(clip.audio.size());
-        for (int64_t k = std::max<int64_t>(0, plan.first_sample);
-             k < std::min(total, plan.end_sample()); ++k)
-            samples[static_cast<size_t>(k - plan.first_sample)] =
-                clip.audio[static_cast<size_t>(k)];
-        b.audio.push_back(std::move(samples));
+        b.audio.push_back(clip_window_samples(
+            clip, model::plan_audio_window(config_.audio_encoder_config(), options_.audio,
+                                           src.first_frame, f)));
         head.push_back(head_movement_variance(clip, src.first_frame, f));
         expression.push_back(expression_variance(clip, src.first_frame, f));
         if (options_.mouth_loss_weight > 1.0)

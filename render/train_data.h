@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/audio_features.h"
+#include "model/audio_pretraining.h"
 #include "model/autoencoder_kl.h"
 #include "model/loopy_config.h"
 #include "model/training.h"
@@ -57,6 +58,22 @@ struct TrainDataOptions {
 // grid: `weight` on the cells the frame's mouth box (grown by one cell) touches, 1 elsewhere.
 torch::Tensor mouth_weight_map(const TrainClip& clip, int64_t first, int64_t n, int64_t s,
                                double weight);
+
+// The samples of `plan` from the clip's audio, zeros outside it (what inference feeds the
+// audio encoder for those frames).
+std::vector<float> clip_window_samples(const TrainClip& clip, const model::AudioWindowPlan& plan);
+
+// Each frame's mouth opening, float32 [T]: the height of the lip keypoints' box, normalised over
+// the clip to zero mean and unit deviation (all zeros when the mouth never moves).
+torch::Tensor mouth_opening_track(const TrainClip& clip);
+
+// Items first .. first + count - 1 of audio pretraining (model/audio_pretraining.h): `frames`
+// consecutive frames of a clip, both picked by (seed, item); targets from mouth_opening_track.
+model::AudioPretrainBatch audio_pretrain_batch(const std::vector<TrainClip>& clips,
+                                               const model::LoopyConfig& config,
+                                               const model::AudioFeatureOptions& audio,
+                                               int64_t frames, uint64_t seed, int64_t first,
+                                               int64_t count);
 
 // Where sample n comes from.
 struct SampleSource {

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "model/attention.h"
 #include "model/golden.h"
 #include "model/loopy_model.h"
 
@@ -61,6 +62,7 @@ class LoopyNetwork : public QObject {
     void config_round_trip();
     void config_rejects_mistakes();
     void tiny_sizes();
+    void spatial_positions_locate_tokens();
     void bank_shapes_match_real_forward();
     void fresh_layers_are_identity();
     void conditions_change_the_output();
@@ -122,7 +124,53 @@ void LoopyNetwork::config_rejects_mistakes() {
     j = good;
     j["num_frames"] = 40;  // more than the temporal positions
     expect_error(j, "num_frames");
+    j = good;
+    j["spatial_positions"] = "yes";
+    expect_error(j, "spatial_positions");
+    j = good;
+    j["unet"]["block_out_channels"] = {18, 36, 36};  // positions need multiples of 4
+    j["unet"]["norm_num_groups"] = 2;
+    j["temporal"]["num_attention_heads"] = 2;
+    expect_error(j, "spatial_positions");
     QVERIFY_EXCEPTION_THROWN(model::LoopyConfig::preset("sdxl"), Error);
+}
+
+// Attention alone cannot tell where a token is: rolling the image rolls the output. With the
+// positions it can (what the reference attention needs to copy the portrait place by place).
+void LoopyNetwork::spatial_positions_locate_tokens() {
+    QVERIFY(model::LoopyConfig::preset("tiny").spatial_positions);
+    QVERIFY(!model::LoopyConfig::preset("sd15").spatial_positions);
+    auto old = model::LoopyConfig::preset("tiny").to_json();
+    old.erase("spatial_positions");  // checkpoints written before the option
+    QVERIFY(!model::LoopyConfig::from_json(old).spatial_positions);
+    QVERIFY(model::LoopyConfig::preset("tiny").unet_config().spatial_positions);
+
+    const auto table = model::spatial_positions(4, 5, 8, torch::kFloat32);
+    QCOMPARE(table.sizes().vec(), (std::vector<int64_t>{1, 20, 8}));
+    const auto distances = torch::cdist(table[0], table[0]);
+    const auto off_diagonal = distances + torch::eye(20) * 1e9;
+    QVERIFY2(off_diagonal.min().item<double>() > 0.1, "two places share a position code");
+    QVERIFY_EXCEPTION_THROWN(model::spatial_positions(4, 4, 6, torch::kFloat32), Error);
+
+    torch::NoGradGuard no_grad;
+    for (bool positions : {false, true}) {
+        torch::manual_seed(1);
+        model::Transformer2DModel block(model::Transformer2DModelOptions(16, 2, 8)
+                                            .cross_attention_dim(8)
+                                            .norm_num_groups(4)
+                                            .spatial_positions(positions));
+        block->eval();
+        const auto x = torch::randn({1, 16, 6, 6});
+        const auto context = torch::randn({1, 3, 8});
+        const auto rolled_output = block(x, context).roll({2, 1}, {2, 3});
+        const auto output_of_rolled = block(x.roll({2, 1}, {2, 3}), context);
+        const double error = (rolled_output - output_of_rolled).abs().max().item<double>();
+        qInfo("spatial_positions %d: |roll(f(x)) - f(roll(x))| = %.3g", positions, error);
+        if (positions)
+            QVERIFY2(error > 1e-3, "the positions change nothing");
+        else
+            QVERIFY2(error < 1e-5, "plain attention should not know where a token is");
+    }
 }
 
 void LoopyNetwork::tiny_sizes() {

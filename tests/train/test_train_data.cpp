@@ -123,6 +123,62 @@ class TrainDataTest : public QObject {
         }
     }
 
+    // loopy train-audio: each frame's mouth opening as the target, inference's audio window as
+    // the input; the encoder learns to predict the opening from the speech.
+    void audioPretrainingLearnsTheMouth() {
+        std::vector<render::TrainClip> clips;
+        for (const auto& folder : render::find_train_clips(dir_))
+            clips.push_back(render::read_train_clip(folder, 32));
+        const auto& clip = clips[0];
+        const auto track = render::mouth_opening_track(clip);
+        QCOMPARE(track.size(0), clip.frame_count());
+        QVERIFY(std::abs(track.mean().item<double>()) < 1e-5);
+        QVERIFY(std::abs(track.std().item<double>() - 1.0) < 1e-4);
+        const auto height = clip.mouth_box.select(1, 3) - clip.mouth_box.select(1, 1);
+        QVERIFY(model::pearson_correlation(track, height) > 0.9999);
+
+        model::AudioFeatureOptions audio;
+        audio.window = config_.audio_projection.window;
+        const int64_t f = config_.num_frames;
+        const auto batch = render::audio_pretrain_batch(clips, config_, audio, f, 7, 10, 3);
+        QCOMPARE(batch.targets.sizes().vec(), (std::vector<int64_t>{3, f}));
+        QCOMPARE(batch.size(), int64_t{3});
+        const auto again = render::audio_pretrain_batch(clips, config_, audio, f, 7, 10, 3);
+        QVERIFY(torch::equal(batch.targets, again.targets) && batch.audio == again.audio);
+        const auto plan = model::plan_audio_window(config_.audio_encoder_config(), audio, 0, f);
+        for (const auto& samples : batch.audio)
+            QCOMPARE(static_cast<int64_t>(samples.size()), plan.num_samples);
+
+        auto net = test::random_network(config_, 4);
+        model::AudioPretrainerOptions o;
+        o.audio = audio;
+        o.lr = 1e-4;  // the micro encoder, 300 steps
+        model::AudioPretrainer trainer(net, o);
+        auto encoder_weights = [&] {
+            std::vector<torch::Tensor> flat;
+            for (const auto& p : net->audio_encoder->parameters())
+                flat.push_back(p.detach().reshape({-1}).clone());
+            return torch::cat(flat);
+        };
+        const auto before = encoder_weights();
+        // Scored on windows the steps below do not draw (another seed).
+        const auto eval = render::audio_pretrain_batch(clips, config_, audio, f, 99, 0, 8);
+        auto score = [&] {
+            const auto predicted = trainer.predict(eval.audio, f);
+            return std::make_pair(torch::mse_loss(predicted, eval.targets).item<double>(),
+                                  model::pearson_correlation(predicted, eval.targets));
+        };
+        const auto [mse_before, r_before] = score();
+        for (int64_t step = 0; step < 300; ++step)
+            trainer.step(render::audio_pretrain_batch(clips, config_, audio, f, 7, step * 4, 4));
+        const auto [mse_after, r_after] = score();
+        qInfo("audio pretraining: MSE %.3f -> %.3f, mouth-opening r %.3f -> %.3f", mse_before,
+              mse_after, r_before, r_after);
+        QVERIFY(mse_after < 0.8 * mse_before);
+        QVERIFY(r_after > 0.4 && r_after > r_before + 0.2);
+        QVERIFY((encoder_weights() - before).abs().max().item<double>() > 1e-4);
+    }
+
     // --mouth-weight: the weight map covers each frame's mouth box (from the lip keypoints) and
     // nothing far from it; batches carry the map of their frames; weight 1 gives no map.
     void mouthWeightCoversTheMouth() {
