@@ -162,6 +162,27 @@ int run_train(const TrainArgs& a) {
     return 0;
 }
 
+// The loop of the single-process trainers (train-vae, its --preview, train-audio): `step()`
+// until `steps` are done, `save(step)` every `checkpoint_every` steps and after the last one, a
+// progress bar with ETA. Returns the last step's figures.
+template <typename Step, typename Save>
+model::StepStats run_steps(const std::string& name, int64_t steps, int64_t checkpoint_every,
+                           Step&& step, Save&& save) {
+    ProgressBar bar(name);
+    const auto start = Clock::now();
+    model::StepStats stats;
+    while (stats.step < steps) {
+        stats = step();
+        if (stats.step % checkpoint_every == 0 || stats.step == steps) save(stats.step);
+        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
+        bar.update(static_cast<double>(stats.step) / steps,
+                   "step " + std::to_string(stats.step) + "/" + std::to_string(steps),
+                   progress_detail(stats, per_step, steps - stats.step));
+    }
+    bar.finish();
+    return stats;
+}
+
 // --- train-vae ---
 
 struct TrainVaeArgs {
@@ -232,20 +253,14 @@ int run_train_vae(const TrainVaeArgs& a) {
     o.seed = a.seed;
     o.reproducible = !a.fast;
     model::VaeTrainer trainer(net->vae, o);
-    ProgressBar bar("train-vae");
     const auto start = Clock::now();
-    model::StepStats stats;
     const Metadata meta = {{"loopy.train.vae_steps", std::to_string(a.steps)}};
-    while (trainer.steps_done() < a.steps) {
-        stats = trainer.step(vae_batch(clips, a.seed, trainer.steps_done() * a.batch, a.batch));
-        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
-            model::save_loopy_checkpoint(a.out, *net, meta);
-        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
-        bar.update(static_cast<double>(stats.step) / a.steps,
-                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
-                   progress_detail(stats, per_step, a.steps - stats.step));
-    }
-    bar.finish();
+    const auto stats = run_steps(
+        "train-vae", a.steps, a.checkpoint_every,
+        [&] {
+            return trainer.step(vae_batch(clips, a.seed, trainer.steps_done() * a.batch, a.batch));
+        },
+        [&](int64_t) { model::save_loopy_checkpoint(a.out, *net, meta); });
     calibrate_latent_scale(*net, clips, a.seed);
     model::save_loopy_checkpoint(a.out, *net, meta);
     const double seconds = seconds_since(start);
@@ -329,19 +344,14 @@ int run_distill_preview(const TrainVaeArgs& a) {
     o.total_steps = a.steps;
     o.reproducible = !a.fast;
     model::PreviewDistiller distiller(preview, o);
-    ProgressBar bar("train-vae --preview");
     const auto start = Clock::now();
-    model::StepStats stats;
-    while (distiller.steps_done() < a.steps) {
-        stats = distiller.step(pool_batch(pool, a.seed, distiller.steps_done() * a.batch, a.batch));
-        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
-            save_with_preview(a, *net, *preview, stats.step);
-        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
-        bar.update(static_cast<double>(stats.step) / a.steps,
-                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
-                   progress_detail(stats, per_step, a.steps - stats.step));
-    }
-    bar.finish();
+    const auto stats = run_steps(
+        "train-vae --preview", a.steps, a.checkpoint_every,
+        [&] {
+            return distiller.step(
+                pool_batch(pool, a.seed, distiller.steps_done() * a.batch, a.batch));
+        },
+        [&](int64_t step) { save_with_preview(a, *net, *preview, step); });
     if (a.steps == 0) save_with_preview(a, *net, *preview, 0);
     std::printf(
         "distilled the preview decoder %lld steps in %.1f s, last loss %.5g; PSNR vs the "
@@ -405,24 +415,18 @@ int run_train_audio(const TrainAudioArgs& a) {
     o.lr = a.lr;
     o.seed = a.seed;
     o.audio = audio_feature_options(net->config);
-    model::DeterministicGuard deterministic(!a.fast);
+    o.reproducible = !a.fast;
     model::AudioPretrainer trainer(net, o);
-    ProgressBar bar("train-audio");
     const auto start = Clock::now();
-    model::StepStats stats;
     const Metadata meta = {{"loopy.train.audio_pretrain_steps", std::to_string(a.steps)}};
-    while (trainer.steps_done() < a.steps) {
-        stats = trainer.step(render::audio_pretrain_batch(clips, net->config, o.audio,
-                                                          net->config.num_frames, a.seed,
-                                                          trainer.steps_done() * a.batch, a.batch));
-        if (stats.step % a.checkpoint_every == 0 || stats.step == a.steps)
-            model::save_loopy_checkpoint(a.out, *net, meta);
-        const double per_step = seconds_since(start) / static_cast<double>(stats.step);
-        bar.update(static_cast<double>(stats.step) / a.steps,
-                   "step " + std::to_string(stats.step) + "/" + std::to_string(a.steps),
-                   progress_detail(stats, per_step, a.steps - stats.step));
-    }
-    bar.finish();
+    const auto stats = run_steps(
+        "train-audio", a.steps, a.checkpoint_every,
+        [&] {
+            return trainer.step(
+                render::audio_pretrain_batch(clips, net->config, o.audio, net->config.num_frames,
+                                             a.seed, trainer.steps_done() * a.batch, a.batch));
+        },
+        [&](int64_t) { model::save_loopy_checkpoint(a.out, *net, meta); });
     if (a.steps == 0) model::save_loopy_checkpoint(a.out, *net, meta);
     std::printf(
         "trained the audio encoder %lld steps in %.1f s, last loss %.5g; mouth-opening r "

@@ -57,6 +57,7 @@ StepStats AudioPretrainer::step(const AudioPretrainBatch& batch) {
     if (!batch.targets.defined() || batch.targets.dim() != 2 ||
         batch.targets.size(0) != batch.size())
         throw Error("audio pretraining: targets must be [B, F], one row per audio window");
+    DeterministicGuard deterministic(options_.reproducible);
     optimizer_.zero_grad();
     const auto loss = torch::mse_loss(forward(batch.audio, batch.targets.size(1)), batch.targets);
     loss.backward();

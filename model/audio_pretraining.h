@@ -37,6 +37,7 @@ struct AudioPretrainerOptions {
     int64_t warmup_steps = 100;
     AudioFeatureOptions audio;  // window from the config, context as inference uses it
     uint64_t seed = 0;          // the head's initial weights
+    bool reproducible = true;   // as TrainerOptions::reproducible
 };
 
 // Trains `model`'s audio_encoder (in place) and a linear head from each frame's window of

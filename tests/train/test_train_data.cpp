@@ -165,7 +165,7 @@ class TrainDataTest : public QObject {
         // Overfitting one batch: the error must fall and the prediction follow the mouth, which
         // needs gradients through the head and the encoder. (How well it generalises is reported
         // by `loopy train-audio --eval-data`; on the micro network it varies from run to run.)
-        model::DeterministicGuard deterministic;
+        // Steps are reproducible by default (AudioPretrainerOptions::reproducible).
         const auto fixed = render::audio_pretrain_batch(clips, config_, audio, f, 7, 0, 4);
         auto score = [&] {
             const auto predicted = trainer.predict(fixed.audio, f);
