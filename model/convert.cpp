@@ -186,8 +186,10 @@ LoopyConfig converted_config(const ConvertOptions& o) {
     config.unet = read_json(sd / "unet" / "config.json", "the U-Net's config");
     config.vae = read_json(sd / "vae" / "config.json", "the VAE's config");
     config.audio_encoder = read_json(audio / "config.json", "the wav2vec2 config");
-    // Stable Diffusion's layers were trained without the tiny preset's spatial positions.
+    // Stable Diffusion's layers were trained without the tiny preset's spatial positions and
+    // 4-channel input (no reference latent).
     config.spatial_positions = false;
+    config.reference_latent_input = false;
     config.validate();
     return config;
 }

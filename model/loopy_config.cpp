@@ -156,6 +156,7 @@ LoopyConfig LoopyConfig::preset(const std::string& name) {
     } else if (name == "tiny") {
         c.resolution = 128;
         c.spatial_positions = true;
+        c.reference_latent_input = true;
         c.unet = json::parse(kTinyUnet);
         c.vae = json::parse(kTinyVae);
         c.audio_encoder = json::parse(kTinyWav2Vec2);
@@ -186,6 +187,7 @@ LoopyConfig LoopyConfig::from_json(const json& j) {
     r.integer("num_frames", c.num_frames);
     r.integer("null_context_tokens", c.null_context_tokens);
     r.boolean("spatial_positions", c.spatial_positions);
+    r.boolean("reference_latent_input", c.reference_latent_input);
     r.object("unet", c.unet, true);
     r.object("vae", c.vae, true);
     r.object("audio_encoder", c.audio_encoder, true);
@@ -248,6 +250,7 @@ json LoopyConfig::to_json() const {
         {"num_frames", num_frames},
         {"null_context_tokens", null_context_tokens},
         {"spatial_positions", spatial_positions},
+        {"reference_latent_input", reference_latent_input},
         {"unet", unet},
         {"vae", vae},
         {"audio_encoder", audio_encoder},
@@ -280,6 +283,12 @@ json LoopyConfig::to_json() const {
 UNet2DConditionConfig LoopyConfig::unet_config() const {
     auto config = parse_upstream("unet", [&] { return UNet2DConditionConfig::parse(unet); });
     config.spatial_positions = spatial_positions;
+    return config;
+}
+
+UNet2DConditionConfig LoopyConfig::denoising_unet_config() const {
+    auto config = unet_config();
+    if (reference_latent_input) config.in_channels *= 2;
     return config;
 }
 

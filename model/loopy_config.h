@@ -32,6 +32,12 @@ struct LoopyConfig {
     // that, the tiny network's do not (it then copies only the portrait's mean colours).
     bool spatial_positions = false;
 
+    // The reference latent concatenated to the denoising U-Net's input channels (zeros where the
+    // reference is dropped), besides the reference attention (not in the paper). The tiny network
+    // trained on a CPU for minutes does not learn to copy a face through attention alone; a
+    // pixel-aligned copy lets it spend its capacity on what changes (mouth, eyes, pose).
+    bool reference_latent_input = false;
+
     struct Temporal {
         int64_t num_attention_heads = 8;         // dim_head = block channels / heads
         int64_t num_layers = 1;                  // transformer blocks per temporal layer
@@ -72,6 +78,9 @@ struct LoopyConfig {
     void validate() const;  // also parses the upstream configs
 
     UNet2DConditionConfig unet_config() const;
+    // The denoising U-Net's: unet_config() with twice the input channels when
+    // reference_latent_input is on.
+    UNet2DConditionConfig denoising_unet_config() const;
     AutoencoderKLConfig vae_config() const;
     Wav2Vec2Config audio_encoder_config() const;
 

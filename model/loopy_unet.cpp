@@ -371,7 +371,7 @@ ReferenceNetImpl::Features ReferenceNetImpl::encode(const torch::Tensor& latents
 
 ReferenceBank ReferenceNetImpl::encode_reference(const torch::Tensor& latent) {
     if (latent.dim() != 4) throw Error("ReferenceNet: reference latent must be [B, C, h, w]");
-    return {encode(latent, true, false).attention_inputs};
+    return {encode(latent, true, false).attention_inputs, latent};
 }
 
 MotionBank ReferenceNetImpl::encode_motion(const torch::Tensor& latents,
@@ -409,7 +409,8 @@ MotionBank ReferenceNetImpl::encode_motion(const torch::Tensor& latents,
 // --- LoopyDenoisingUNet ---
 
 LoopyDenoisingUNetImpl::LoopyDenoisingUNetImpl(const LoopyConfig& loopy)
-    : UNet2DConditionModelImpl(loopy.unet_config()) {
+    : UNet2DConditionModelImpl(loopy.denoising_unet_config()),
+      reference_latent_input(loopy.reference_latent_input) {
     null_context = register_parameter(
         "null_context", torch::zeros({1, loopy.null_context_tokens, config.cross_attention_dim}));
     const auto& t = loopy.temporal;
@@ -579,11 +580,34 @@ FrameAudio frame_audio(const torch::Tensor& tokens, const torch::Tensor& drop, i
 
 }  // namespace
 
+// [B*F, C, h, w] -> [B*F, 2C, h, w]: every frame gets its item's reference latent, zero where
+// the reference is dropped or missing (as in training's reference drop).
+torch::Tensor LoopyDenoisingUNetImpl::with_reference_latent(const torch::Tensor& sample,
+                                                            const ReferenceBank& reference,
+                                                            const torch::Tensor& drop_ref,
+                                                            int64_t num_frames) const {
+    const int64_t b = drop_ref.size(0);
+    auto ref = torch::zeros({b, sample.size(1), sample.size(2), sample.size(3)}, sample.options());
+    if (!reference.empty()) {
+        if (!reference.latent.defined())
+            throw Error(
+                "Loopy U-Net: this network takes the reference latent as input "
+                "(reference_latent_input), but the reference bank has none");
+        auto latent = batch_to(reference.latent.to(sample.dtype()), b, "reference latent");
+        if (!latent.sizes().slice(1).equals(ref.sizes().slice(1)))
+            throw Error("Loopy U-Net: reference latent " + c10::str(reference.latent.sizes()) +
+                        " does not match the clip latents " + c10::str(sample.sizes()));
+        ref = latent * (~drop_ref).to(sample.dtype()).view({b, 1, 1, 1});
+    }
+    ref = ref.unsqueeze(1).expand({b, num_frames, ref.size(1), ref.size(2), ref.size(3)});
+    return torch::cat({sample, ref.reshape(sample.sizes())}, 1);
+}
+
 torch::Tensor LoopyDenoisingUNetImpl::forward(const DenoiseInputs& in) {
     RECORD_USER_SCOPE("loopy::denoising_unet");  // `loopy bench render --profile` reads these
     const auto& x = in.latents;
-    if (!x.defined() || x.dim() != 5 || x.size(2) != config.in_channels)
-        throw Error("Loopy U-Net: latents must be [B, F, " + std::to_string(config.in_channels) +
+    if (!x.defined() || x.dim() != 5 || x.size(2) != config.out_channels)
+        throw Error("Loopy U-Net: latents must be [B, F, " + std::to_string(config.out_channels) +
                     ", h, w]" + (x.defined() ? ", got " + c10::str(x.sizes()) : ""));
     const int64_t b = x.size(0), f = x.size(1);
     const auto drop_ref = item_flag(in.drop.reference, b, x.device(), "reference");
@@ -624,6 +648,7 @@ torch::Tensor LoopyDenoisingUNetImpl::forward(const DenoiseInputs& in) {
         return site.intra_clip(out, f);
     };
     auto sample = x.reshape({b * f, x.size(2), x.size(3), x.size(4)});
+    if (reference_latent_input) sample = with_reference_latent(sample, in.reference, drop_ref, f);
     auto out = UNet2DConditionModelImpl::forward(
         sample, frame_timesteps(in.timestep, b, f, x.device()), context, hook, extra);
     return out.reshape({b, f, out.size(1), out.size(2), out.size(3)});

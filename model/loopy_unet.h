@@ -55,6 +55,7 @@ BankShapes bank_shapes(const UNet2DConditionConfig& config, int64_t batch, int64
 
 struct ReferenceBank {
     std::vector<torch::Tensor> layers;  // per spatial self-attention: [B, h*w, C] (what attn1 saw)
+    torch::Tensor latent;               // [B, C, h, w]: for LoopyConfig::reference_latent_input
     bool empty() const { return layers.empty(); }
 };
 
@@ -191,9 +192,12 @@ class LoopyDenoisingUNetImpl : public UNet2DConditionModelImpl {
     };
     std::vector<Site> sites;  // in unet_layer_sites order
     torch::Tensor null_context;
+    bool reference_latent_input = false;  // conv_in also takes the reference latent
 
   private:
     size_t site_index(const UNetLayerSite& site) const;
+    torch::Tensor with_reference_latent(const torch::Tensor& sample, const ReferenceBank& reference,
+                                        const torch::Tensor& drop_ref, int64_t num_frames) const;
     std::vector<size_t> down_offsets_, up_offsets_;
     size_t mid_offset_ = 0;
 };

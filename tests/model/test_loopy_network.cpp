@@ -63,6 +63,7 @@ class LoopyNetwork : public QObject {
     void config_rejects_mistakes();
     void tiny_sizes();
     void spatial_positions_locate_tokens();
+    void reference_latent_input();
     void bank_shapes_match_real_forward();
     void fresh_layers_are_identity();
     void conditions_change_the_output();
@@ -173,6 +174,51 @@ void LoopyNetwork::spatial_positions_locate_tokens() {
     }
 }
 
+// The tiny config also feeds the reference latent to the denoising U-Net's conv_in; the
+// ReferenceNet and SD configs keep 4 input channels; old checkpoints' configs load without it.
+void LoopyNetwork::reference_latent_input() {
+    QVERIFY(model::LoopyConfig::preset("tiny").reference_latent_input);
+    QVERIFY(!model::LoopyConfig::preset("sd15").reference_latent_input);
+    auto old = model::LoopyConfig::preset("tiny").to_json();
+    old.erase("reference_latent_input");
+    QVERIFY(!model::LoopyConfig::from_json(old).reference_latent_input);
+    auto bad = model::LoopyConfig::preset("tiny").to_json();
+    bad["reference_latent_input"] = 1;
+    QVERIFY_EXCEPTION_THROWN(model::LoopyConfig::from_json(bad), Error);
+
+    Fixture f;
+    QCOMPARE(f.denoiser->conv_in->weight.size(1), int64_t{8});
+    QCOMPARE(f.reference->conv_in->weight.size(1), int64_t{4});
+    randomise(*f.reference);
+    randomise(*f.denoiser);
+    torch::NoGradGuard no_grad;
+    DenoiseInputs in;
+    in.latents = torch::randn({2, 3, 4, 16, 16});
+    in.timestep = torch::tensor({500});
+    in.reference = f.reference->encode_reference(torch::randn({1, 4, 16, 16}));
+    const auto with_latent = run(f.denoiser, in);
+    // Same attention bank, another latent: only the input channels see the difference.
+    auto other = in;
+    other.reference.latent = torch::randn({1, 4, 16, 16});
+    const double d = test::relative_error(run(f.denoiser, other), with_latent);
+    qInfo("another reference latent under the same bank changes the output by %.3g", d);
+    QVERIFY2(d > 1e-3, "the reference latent input changes nothing");
+    // Dropping item 1's reference zeroes only item 1's latent input (and its attention).
+    auto dropped = in;
+    dropped.drop.reference = torch::tensor({false, true});
+    const auto out = run(f.denoiser, dropped);
+    QVERIFY(test::relative_error(out[0], with_latent[0]) < 1e-6);
+    auto none = in;
+    none.reference = {};
+    QVERIFY(test::relative_error(out[1], run(f.denoiser, none)[1]) < 1e-5);
+    // A bank without its latent, or one of another size, is refused by name.
+    auto missing = in;
+    missing.reference.latent = torch::Tensor();
+    QVERIFY_EXCEPTION_THROWN(run(f.denoiser, missing), Error);
+    missing.reference.latent = torch::randn({1, 4, 8, 8});
+    QVERIFY_EXCEPTION_THROWN(run(f.denoiser, missing), Error);
+}
+
 void LoopyNetwork::tiny_sizes() {
     Fixture f;
     QCOMPARE(f.config.latent_size(), int64_t{16});
@@ -242,7 +288,9 @@ void LoopyNetwork::fresh_layers_are_identity() {
 
     auto& plain = static_cast<model::UNet2DConditionModelImpl&>(*f.denoiser);
     auto ctx = f.denoiser->null_context.expand({6, 1, 32});
-    auto ref = plain.forward(x.reshape({6, 4, 16, 16}), t.repeat_interleave(3), ctx);
+    // No reference: the tiny config's reference-latent input channels are zero.
+    auto input = torch::cat({x.reshape({6, 4, 16, 16}), torch::zeros({6, 4, 16, 16})}, 1);
+    auto ref = plain.forward(input, t.repeat_interleave(3), ctx);
     const double err = test::relative_error(out.reshape({6, 4, 16, 16}), ref);
     qInfo("fresh Loopy layers vs plain U-Net: relative error %.3g", err);
     QVERIFY2(err <= 1e-6, qPrintable(QString::number(err)));
