@@ -61,17 +61,9 @@ StepStats AudioPretrainer::step(const AudioPretrainBatch& batch) {
     optimizer_.zero_grad();
     const auto loss = torch::mse_loss(forward(batch.audio, batch.targets.size(1)), batch.targets);
     loss.backward();
-    StepStats stats;
-    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
-    stats.lr = options_.lr *
-               std::min(1.0, static_cast<double>(step_ + 1) /
-                                 static_cast<double>(std::max<int64_t>(1, options_.warmup_steps)));
-    stats.loss = loss.item<double>();
-    stats.skipped = !std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm);
-    if (!stats.skipped) optimizer_.step(stats.lr);
-    optimizer_.zero_grad();
-    stats.step = ++step_;
-    return stats;
+    const double warmup = static_cast<double>(std::max<int64_t>(1, options_.warmup_steps));
+    const double lr = options_.lr * std::min(1.0, static_cast<double>(step_ + 1) / warmup);
+    return apply_update(optimizer_, loss.item<double>(), lr, options_.max_grad_norm, ++step_);
 }
 
 torch::Tensor AudioPretrainer::predict(const std::vector<std::vector<float>>& audio,

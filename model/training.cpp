@@ -297,6 +297,22 @@ std::vector<std::pair<std::string, torch::Tensor>> prepare_parameters(
 
 }  // namespace
 
+StepStats apply_update(AdamW& optimizer, double loss, double lr, double max_grad_norm,
+                       int64_t step) {
+    StepStats stats;
+    stats.step = step;
+    stats.loss = loss;
+    stats.lr = lr;
+    stats.grad_norm = clip_gradients(optimizer.params(), max_grad_norm);
+    stats.skipped = !std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm);
+    if (stats.skipped)
+        logger()->warn("step {}: non-finite loss or gradient, update skipped", step);
+    else
+        optimizer.step(lr);
+    optimizer.zero_grad();  // frees the gradients between steps
+    return stats;
+}
+
 double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params,
                       double max_norm) {
     torch::NoGradGuard no_grad;
@@ -428,24 +444,11 @@ StepStats Trainer::step(const TrainingBatch& batch) {
     optimizer_.zero_grad();
     auto loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generators);
     loss.backward();
-    StepStats stats;
-    stats.loss = loss.item<double>();
-    if (options_.distributed) stats.loss = all_reduce_gradients(stats.loss, batch.size());
-    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
-    stats.lr = lr_at(step_);
-    // One non-finite batch (an overflow) would turn every weight into NaN for good: skip its
-    // update instead. All ranks see the same reduced loss and norm, so they skip together.
-    if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
-        optimizer_.zero_grad();
-        stats.skipped = true;
-        logger()->warn("step {}: non-finite loss or gradient, update skipped", step_ + 1);
-        stats.step = ++step_;
-        return stats;
-    }
-    optimizer_.step(stats.lr);
-    optimizer_.zero_grad();  // frees the gradients between steps
-    update_ema();
-    stats.step = ++step_;
+    double loss_value = loss.item<double>();
+    if (options_.distributed) loss_value = all_reduce_gradients(loss_value, batch.size());
+    const double lr = lr_at(step_);
+    const auto stats = apply_update(optimizer_, loss_value, lr, options_.max_grad_norm, ++step_);
+    if (!stats.skipped) update_ema();
     return stats;
 }
 

@@ -171,6 +171,13 @@ struct StepStats {
     bool skipped = false;  // non-finite loss or gradient: no update was made
 };
 
+// The end of every trainer's step, after loss.backward(): clips the gradients, updates the
+// parameters unless the loss or the gradient norm is non-finite (one overflow would turn every
+// weight into NaN for good; the skip is logged), frees the gradients. `step` is the step count
+// after this one. Distributed trainers pass the all-reduced loss, so every rank skips together.
+StepStats apply_update(AdamW& optimizer, double loss, double lr, double max_grad_norm,
+                       int64_t step);
+
 // Files of a training run's folder.
 inline constexpr const char* kTrainModelFile = "model.safetensors";
 inline constexpr const char* kTrainEmaFile = "model_ema.safetensors";

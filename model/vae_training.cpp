@@ -86,14 +86,8 @@ StepStats VaeTrainer::step(const torch::Tensor& images) {
     optimizer_.zero_grad();
     auto loss = vae_loss(*vae_, images, options_.loss, generator);
     loss.total.backward();
-    StepStats stats;
-    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
-    stats.lr = options_.lr;
-    optimizer_.step(stats.lr);
-    optimizer_.zero_grad();
-    stats.loss = loss.total.item<double>();
-    stats.step = ++step_;
-    return stats;
+    return apply_update(optimizer_, loss.total.item<double>(), options_.lr, options_.max_grad_norm,
+                        ++step_);
 }
 
 // --- preview decoder distillation ---
@@ -167,15 +161,8 @@ StepStats PreviewDistiller::step(const PreviewTargets& batch) {
     optimizer_.zero_grad();
     auto loss = preview_loss(*preview_, batch, options_.loss);
     loss.backward();
-    StepStats stats;
-    stats.loss = loss.item<double>();
-    stats.grad_norm = clip_gradients(optimizer_.params(), options_.max_grad_norm);
-    stats.lr = lr_at(step_);
-    stats.skipped = !std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm);
-    if (!stats.skipped) optimizer_.step(stats.lr);
-    optimizer_.zero_grad();
-    stats.step = ++step_;
-    return stats;
+    const double lr = lr_at(step_);
+    return apply_update(optimizer_, loss.item<double>(), lr, options_.max_grad_norm, ++step_);
 }
 
 }  // namespace loopy::model

@@ -5,6 +5,7 @@
 #include <QtTest>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "model/training.h"
 #include "model/vae_training.h"
@@ -251,6 +252,23 @@ class TrainingTest : public QObject {
         for (const auto& [name, value] : snapshot(trainer.model()))
             changed = changed || !torch::equal(value, before.at(name));
         QVERIFY(changed);
+    }
+
+    // The VAE trainer shares the same update (model::apply_update): a NaN image skips the step.
+    void vaeNonFiniteStepIsSkipped() {
+        auto vae = test::random_network(test::micro_config())->vae;
+        model::VaeTrainer trainer(vae, model::VaeTrainerOptions{});
+        std::map<std::string, torch::Tensor> before;
+        for (const auto& p : vae->named_parameters())
+            before[p.key()] = p.value().detach().clone();
+        auto images = torch::rand({2, 3, 32, 32}) * 2 - 1;
+        images[0][0][5][5] = std::numeric_limits<float>::quiet_NaN();
+        const auto stats = trainer.step(images);
+        QVERIFY(stats.skipped);
+        QCOMPARE(stats.step, int64_t(1));
+        for (const auto& p : vae->named_parameters())
+            QVERIFY2(torch::equal(p.value(), before.at(p.key())), p.key().c_str());
+        QVERIFY(!trainer.step(images.nan_to_num()).skipped);
     }
 
     // loss_weight: a per-item weighted mean, so scaling one item's weights changes nothing, a
