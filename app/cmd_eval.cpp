@@ -27,7 +27,8 @@ int run_eval(EvalArgs& args) {
         });
     bar.finish();
     std::cout << summary.markdown << "\nmouth-opening correlation r: model "
-              << summary.model_mouth_r << ", static " << summary.static_mouth_r << ", ground truth "
+              << summary.model_mouth_r << ", static " << summary.static_mouth_r
+              << ", VAE round trip " << summary.vae_mouth_r << ", ground truth "
               << summary.truth_mouth_r << " (" << summary.clips << " clips); report in "
               << args.options.report << "\n";
     return 0;

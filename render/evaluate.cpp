@@ -1,5 +1,6 @@
 #include "render/evaluate.h"
 
+#include <torch/torch.h>
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -89,6 +90,41 @@ std::vector<cv::Mat> generate(const std::shared_ptr<Model>& model, const TruthCl
     return frames;
 }
 
+// The frames through the model's VAE (encode, decode): what a generator that gets every latent
+// right would show, so the ceiling of every metric for this checkpoint.
+std::vector<cv::Mat> vae_round_trip(Model& model, const std::vector<cv::Mat>& frames) {
+    constexpr size_t kBatch = 16;
+    std::lock_guard<std::mutex> lock(model.run_mutex());
+    c10::InferenceMode inference;
+    auto& vae = *model.network().vae;
+    std::vector<cv::Mat> out;
+    for (size_t i = 0; i < frames.size(); i += kBatch) {
+        std::vector<torch::Tensor> batch;
+        for (size_t k = i; k < std::min(frames.size(), i + kBatch); ++k) {
+            const cv::Mat& f = frames[k];
+            batch.push_back(torch::from_blob(f.data, {f.rows, f.cols, 3}, torch::kUInt8)
+                                .permute({2, 0, 1})
+                                .to(torch::kFloat32));
+        }
+        auto images = torch::stack(batch).to(model.device()).div(127.5).sub(1.0);
+        auto decoded = vae.decode(vae.encode(images.to(model.dtype())).mode());
+        auto pixels = decoded.to(torch::kFloat32)
+                          .clamp(-1.0, 1.0)
+                          .add(1.0)
+                          .mul(127.5)
+                          .round()
+                          .to(torch::kUInt8)
+                          .permute({0, 2, 3, 1})
+                          .contiguous()
+                          .cpu();
+        for (int64_t k = 0; k < pixels.size(0); ++k)
+            out.push_back(cv::Mat(static_cast<int>(pixels.size(1)),
+                                  static_cast<int>(pixels.size(2)), CV_8UC3, pixels[k].data_ptr())
+                              .clone());
+    }
+    return out;
+}
+
 const std::vector<std::string> kMetrics = {
     "psnr",    "ssim",         "mouth_psnr",     "mouth_ssim",
     "mouth_r", "jitter_ratio", "blinks_per_min", "truth_blinks_per_min"};
@@ -127,7 +163,7 @@ EvalSummary evaluate(const std::shared_ptr<Model>& model, const EvalOptions& opt
     ReportInputs report;
     report.table.metrics = kMetrics;
     EvalSummary summary;
-    double r_model = 0, r_static = 0, r_truth = 0;
+    double r_model = 0, r_static = 0, r_vae = 0, r_truth = 0;
     for (size_t c = 0; c < dirs.size(); ++c) {
         const auto clip = load_clip(dirs[c], model->resolution());
         if (progress) progress(static_cast<int>(c), static_cast<int>(dirs.size()), clip.name);
@@ -135,12 +171,15 @@ EvalSummary evaluate(const std::shared_ptr<Model>& model, const EvalOptions& opt
         const std::vector<cv::Mat> still(clip.frames.size(), clip.frames.front());
         const auto model_scores = score(generated, clip);
         const auto static_scores = score(still, clip);
+        const auto vae_scores = score(vae_round_trip(*model, clip.frames), clip);
         const auto truth_scores = score(clip.frames, clip);
         report.table.rows.push_back({"model", clip.name, model_scores});
         report.table.rows.push_back({"static", clip.name, static_scores});
+        report.table.rows.push_back({"VAE round trip", clip.name, vae_scores});
         report.table.rows.push_back({"ground truth", clip.name, truth_scores});
         r_model += model_scores[4];
         r_static += static_scores[4];
+        r_vae += vae_scores[4];
         r_truth += truth_scores[4];
         if (c == 0) {  // the first clip's frames and mouth curves illustrate the report
             for (int k = 0; k < 6; ++k) {
@@ -164,6 +203,7 @@ EvalSummary evaluate(const std::shared_ptr<Model>& model, const EvalOptions& opt
     summary.markdown = markdown_table(report.table);
     summary.model_mouth_r = r_model / n;
     summary.static_mouth_r = r_static / n;
+    summary.vae_mouth_r = r_vae / n;
     summary.truth_mouth_r = r_truth / n;
     if (progress) progress(summary.clips, summary.clips, "report");
     return summary;
