@@ -188,9 +188,9 @@ model::StepStats run_steps(const std::string& name, int64_t steps, int64_t check
 struct TrainVaeArgs {
     std::string data, out, init, config, eval_data;
     int64_t steps = 2000, batch = 8, checkpoint_every = 500, pool = 1024;
-    double lr = 0, kl_weight = 1e-6;  // lr 0: the mode's default
+    double lr = 0, kl_weight = 1e-6, mouth_weight = 1.0;  // lr 0: the mode's default
     uint64_t seed = 0;
-    bool force = false, fast = false, preview = false;
+    bool force = false, fast = false, preview = false, decoder_only = false;
     int threads = 0;
 };
 
@@ -202,23 +202,35 @@ uint64_t mix(uint64_t x) {
 }
 
 // Images [n, 3, S, S] in [-1, 1]: frame picks are a function of (seed, sample index).
-torch::Tensor vae_batch(const std::vector<render::TrainClip>& clips, uint64_t seed, int64_t first,
-                        int64_t n) {
-    std::vector<torch::Tensor> images;
+struct VaeBatch {
+    torch::Tensor images;   // [N, 3, S, S] in [-1, 1]
+    torch::Tensor weights;  // [N, 1, S, S] mouth-weighted; undefined for a weight of 1
+};
+
+// N frames of `clips` picked by (seed, first + i).
+VaeBatch vae_batch(const std::vector<render::TrainClip>& clips, uint64_t seed, int64_t first,
+                   int64_t n, double mouth_weight = 1.0) {
+    std::vector<torch::Tensor> images, weights;
     for (int64_t i = 0; i < n; ++i) {
         const uint64_t r = mix(seed ^ mix(static_cast<uint64_t>(first + i) + 1));
         const auto& clip = clips[r % clips.size()];
         const auto frame = static_cast<int64_t>(mix(r) % static_cast<uint64_t>(clip.frame_count()));
         images.push_back(clip.frames[frame]);
+        if (mouth_weight != 1.0)
+            weights.push_back(
+                render::mouth_weight_map(clip, frame, 1, clip.frames.size(3), mouth_weight));
     }
-    return torch::stack(images).to(torch::kFloat32).div(127.5).sub(1.0);
+    VaeBatch batch;
+    batch.images = torch::stack(images).to(torch::kFloat32).div(127.5).sub(1.0);
+    if (!weights.empty()) batch.weights = torch::cat(weights);
+    return batch;
 }
 
 // Sets the VAE's scaling factor (config and module) so that the diffusion stages see
 // unit-variance latents, from 256 frames of the training clips.
 void calibrate_latent_scale(model::LoopyModelImpl& net, const std::vector<render::TrainClip>& clips,
                             uint64_t seed) {
-    const auto images = vae_batch(clips, seed ^ 0x5CA1Eull, 0, 256);
+    const auto images = vae_batch(clips, seed ^ 0x5CA1Eull, 0, 256).images;
     const double factor = model::latent_scaling_factor(*net.vae, images);
     logger()->info("VAE latent scale: std {:.4g}, scaling_factor {:.6g} (was {:.6g})", 1.0 / factor,
                    factor, net.vae->config.scaling_factor);
@@ -252,26 +264,31 @@ int run_train_vae(const TrainVaeArgs& a) {
     o.loss.kl_weight = a.kl_weight;
     o.seed = a.seed;
     o.reproducible = !a.fast;
+    o.decoder_only = a.decoder_only;
+    if (!(a.mouth_weight >= 1.0)) throw Error("--mouth-weight must be >= 1");
     model::VaeTrainer trainer(net->vae, o);
     const auto start = Clock::now();
     const Metadata meta = {{"loopy.train.vae_steps", std::to_string(a.steps)}};
     const auto stats = run_steps(
         "train-vae", a.steps, a.checkpoint_every,
         [&] {
-            return trainer.step(vae_batch(clips, a.seed, trainer.steps_done() * a.batch, a.batch));
+            const auto batch =
+                vae_batch(clips, a.seed, trainer.steps_done() * a.batch, a.batch, a.mouth_weight);
+            return trainer.step(batch.images, batch.weights);
         },
         [&](int64_t) { model::save_loopy_checkpoint(a.out, *net, meta); });
     calibrate_latent_scale(*net, clips, a.seed);
     model::save_loopy_checkpoint(a.out, *net, meta);
     const double seconds = seconds_since(start);
     const double train_psnr =
-        model::reconstruction_psnr(*net->vae, vae_batch(clips, a.seed ^ 0x5CA1Eull, 0, 256));
+        model::reconstruction_psnr(*net->vae, vae_batch(clips, a.seed ^ 0x5CA1Eull, 0, 256).images);
     const double held_out_psnr =
         a.eval_data.empty()
             ? 0.0
             : model::reconstruction_psnr(*net->vae,
                                          vae_batch(read_clips(a.eval_data, net->config.resolution),
-                                                   a.seed ^ 0xE7A1ull, 0, 256));
+                                                   a.seed ^ 0xE7A1ull, 0, 256)
+                                             .images);
     std::printf(
         "trained the VAE %lld steps in %.1f s, last loss %.5g; reconstruction PSNR %.2f dB "
         "(256 training frames)",
@@ -292,7 +309,7 @@ model::PreviewTargets teacher_targets(model::AutoencoderKLImpl& vae,
     constexpr int64_t kChunk = 64;
     for (int64_t i = 0; i < n; i += kChunk) {
         const auto t =
-            model::preview_targets(vae, vae_batch(clips, seed, i, std::min(kChunk, n - i)));
+            model::preview_targets(vae, vae_batch(clips, seed, i, std::min(kChunk, n - i)).images);
         latents.push_back(t.latents);
         images.push_back(t.images);
         bar.update(static_cast<double>(std::min(i + kChunk, n)) / n, "full VAE decoder");
@@ -547,6 +564,12 @@ Runner add_train_vae_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--lr", a->lr, "AdamW learning rate (default 1e-4; with --preview 2e-3)");
     cmd->add_option("--kl", a->kl_weight, "KL weight")->capture_default_str();
+    cmd->add_flag("--decoder-only", a->decoder_only,
+                  "Fine-tune only the decoder on the posterior mode: the latents, and diffusion "
+                  "models trained on them, stay valid");
+    cmd->add_option("--mouth-weight", a->mouth_weight,
+                    "Reconstruction weight inside each frame's mouth box (1: none)")
+        ->capture_default_str();
     cmd->add_flag("--preview", a->preview,
                   "Distil the fast preview decoder from the VAE decoder of --init (kept frozen) "
                   "and write --init plus the preview decoder");

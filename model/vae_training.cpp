@@ -10,13 +10,24 @@ namespace loopy::model {
 
 namespace {
 
-std::vector<std::pair<std::string, torch::Tensor>> named_vae_parameters(AutoencoderKLImpl& vae) {
+// The trained parameters; the others are frozen (no gradients computed for them).
+std::vector<std::pair<std::string, torch::Tensor>> named_vae_parameters(AutoencoderKLImpl& vae,
+                                                                        bool decoder_only) {
     std::vector<std::pair<std::string, torch::Tensor>> out;
     for (auto& item : vae.named_parameters()) {
-        item.value().set_requires_grad(true);
-        out.emplace_back(item.key(), item.value());
+        const auto& name = item.key();
+        const bool trained = !decoder_only || name.rfind("decoder.", 0) == 0 ||
+                             name.rfind("post_quant_conv.", 0) == 0;
+        item.value().set_requires_grad(trained);
+        if (trained) out.emplace_back(name, item.value());
     }
     return out;
+}
+
+// mean(weights * error) / mean(weights), weights broadcast over the channels.
+torch::Tensor weighted_mean(const torch::Tensor& error, const torch::Tensor& weights) {
+    if (!weights.defined()) return error.mean();
+    return (error * weights).mean() / weights.mean();
 }
 
 uint64_t mix(uint64_t x) {
@@ -29,13 +40,19 @@ uint64_t mix(uint64_t x) {
 }  // namespace
 
 VaeLoss vae_loss(AutoencoderKLImpl& vae, const torch::Tensor& images, const VaeLossOptions& options,
-                 at::Generator& generator) {
+                 at::Generator& generator, const torch::Tensor& weights) {
+    if (weights.defined() &&
+        (weights.dim() != 4 || weights.size(0) != images.size(0) || weights.size(1) != 1 ||
+         weights.size(2) != images.size(2) || weights.size(3) != images.size(3)))
+        throw Error("VAE loss: weights must be [B, 1, H, W] like the images, got " +
+                    c10::str(weights.sizes()));
     const auto posterior = vae.encode(images);
-    const auto z = posterior.sample(generator);
+    const auto z = options.posterior_mode ? posterior.mode() : posterior.sample(generator);
     const auto out = vae.decode(z);
+    const auto error = out - images;
     VaeLoss loss;
-    loss.reconstruction = options.l1_weight * torch::l1_loss(out, images) +
-                          options.mse_weight * torch::mse_loss(out, images);
+    loss.reconstruction = options.l1_weight * weighted_mean(error.abs(), weights) +
+                          options.mse_weight * weighted_mean(error.pow(2), weights);
     const auto var = posterior.std.pow(2);
     loss.kl = 0.5 * (posterior.mean.pow(2) + var - 1.0 - posterior.logvar).flatten(1).sum(1).mean();
     loss.total = loss.reconstruction + options.kl_weight * loss.kl;
@@ -75,16 +92,17 @@ double reconstruction_psnr(AutoencoderKLImpl& vae, const torch::Tensor& images) 
 VaeTrainer::VaeTrainer(AutoencoderKL vae, VaeTrainerOptions options)
     : vae_(std::move(vae)),
       options_(options),
-      optimizer_(named_vae_parameters(*vae_), options.adamw) {
+      optimizer_(named_vae_parameters(*vae_, options.decoder_only), options.adamw) {
+    if (options_.decoder_only) options_.loss.posterior_mode = true;
     vae_->train();
 }
 
-StepStats VaeTrainer::step(const torch::Tensor& images) {
+StepStats VaeTrainer::step(const torch::Tensor& images, const torch::Tensor& weights) {
     DeterministicGuard deterministic(options_.reproducible);
     auto generator =
         at::detail::createCPUGenerator(mix(options_.seed ^ mix(static_cast<uint64_t>(step_) + 1)));
     optimizer_.zero_grad();
-    auto loss = vae_loss(*vae_, images, options_.loss, generator);
+    auto loss = vae_loss(*vae_, images, options_.loss, generator, weights);
     loss.total.backward();
     return apply_update(optimizer_, loss.total.item<double>(), options_.lr, options_.max_grad_norm,
                         ++step_);

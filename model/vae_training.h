@@ -17,6 +17,9 @@ struct VaeLossOptions {
     double l1_weight = 1.0;
     double mse_weight = 1.0;
     double kl_weight = 1e-6;  // on the KL summed over latent elements, averaged over the batch
+    // Decode the posterior's mode instead of a sample: the latents diffusion makes are mode-like
+    // (decoder-only fine-tuning).
+    bool posterior_mode = false;
 };
 
 struct VaeLoss {
@@ -24,8 +27,10 @@ struct VaeLoss {
 };
 
 // images [B, 3, H, W] in [-1, 1]; the latent is sampled from the posterior with `generator`.
+// weights [B, 1, H, W] (undefined: uniform): the reconstruction terms become weighted means,
+// e.g. a mouth box weighted more (render::mouth_weight_map) so that small details get drawn.
 VaeLoss vae_loss(AutoencoderKLImpl& vae, const torch::Tensor& images, const VaeLossOptions& options,
-                 at::Generator& generator);
+                 at::Generator& generator, const torch::Tensor& weights = {});
 
 struct VaeTrainerOptions {
     double lr = 1e-4;
@@ -34,6 +39,9 @@ struct VaeTrainerOptions {
     VaeLossOptions loss;
     uint64_t seed = 0;
     bool reproducible = true;  // as TrainerOptions::reproducible
+    // Train only the decoder (and post_quant_conv) on the posterior's mode: the encoder, hence
+    // the latents and every diffusion model trained on them, stay valid.
+    bool decoder_only = false;
 };
 
 // Stable Diffusion's rule for a new VAE: the scaling factor that gives the latents (the
@@ -46,11 +54,12 @@ double latent_scaling_factor(AutoencoderKLImpl& vae, const torch::Tensor& images
 // sharper than this.
 double reconstruction_psnr(AutoencoderKLImpl& vae, const torch::Tensor& images);
 
-// AdamW over every VAE parameter; the generator of step N is seeded by (seed, N).
+// AdamW over every VAE parameter (or the decoder's); the generator of step N is seeded by
+// (seed, N).
 class VaeTrainer {
   public:
     VaeTrainer(AutoencoderKL vae, VaeTrainerOptions options);
-    StepStats step(const torch::Tensor& images);
+    StepStats step(const torch::Tensor& images, const torch::Tensor& weights = {});
     int64_t steps_done() const { return step_; }
 
   private:

@@ -254,6 +254,47 @@ class TrainingTest : public QObject {
         QVERIFY(changed);
     }
 
+    // `train-vae --decoder-only --mouth-weight W`: the encoder (so every latent) stays as it
+    // is; uniform weights give the plain loss; weights of the wrong shape are refused.
+    void vaeDecoderOnlyKeepsTheEncoder() {
+        auto vae = test::random_network(test::micro_config())->vae;
+        std::map<std::string, torch::Tensor> before;
+        for (const auto& p : vae->named_parameters())
+            before[p.key()] = p.value().detach().clone();
+        model::VaeTrainerOptions o;
+        o.decoder_only = true;
+        o.lr = 1e-3;
+        model::VaeTrainer trainer(vae, o);
+        const auto images = torch::rand({2, 3, 32, 32}) * 2 - 1;
+        auto weights = torch::ones({2, 1, 32, 32});
+        weights.narrow(2, 20, 6).narrow(3, 10, 12).fill_(5.0);
+        for (int i = 0; i < 3; ++i)
+            QVERIFY(!trainer.step(images, weights).skipped);
+        int changed = 0;
+        for (const auto& p : vae->named_parameters()) {
+            const bool same = torch::equal(p.value(), before.at(p.key()));
+            const bool decoder =
+                p.key().rfind("decoder.", 0) == 0 || p.key().rfind("post_quant_conv.", 0) == 0;
+            QVERIFY2(decoder || same, p.key().c_str());
+            changed += decoder && !same;
+        }
+        QVERIFY(changed > 10);
+
+        model::VaeLossOptions mode;
+        mode.posterior_mode = true;
+        auto gen = at::detail::createCPUGenerator(1);
+        const double plain = model::vae_loss(*vae, images, mode, gen).total.item<double>();
+        const double uniform =
+            model::vae_loss(*vae, images, mode, gen, torch::full({2, 1, 32, 32}, 3.0))
+                .total.item<double>();
+        QVERIFY2(std::abs(plain - uniform) < 1e-5 * plain, qPrintable(QString::number(uniform)));
+        const double weighted =
+            model::vae_loss(*vae, images, mode, gen, weights).total.item<double>();
+        QVERIFY(std::abs(weighted - plain) > 1e-6);
+        QVERIFY_EXCEPTION_THROWN(
+            model::vae_loss(*vae, images, mode, gen, torch::ones({2, 3, 32, 32})), Error);
+    }
+
     // The VAE trainer shares the same update (model::apply_update): a NaN image skips the step.
     void vaeNonFiniteStepIsSkipped() {
         auto vae = test::random_network(test::micro_config())->vae;
