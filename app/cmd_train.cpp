@@ -277,7 +277,9 @@ int run_train_vae(const TrainVaeArgs& a) {
             return trainer.step(batch.images, batch.weights);
         },
         [&](int64_t) { model::save_loopy_checkpoint(a.out, *net, meta); });
-    calibrate_latent_scale(*net, clips, a.seed);
+    // The encoder, so the latents' spread, is unchanged by --decoder-only: recalibrating would
+    // only re-estimate it from other frames and shift the scale the diffusion stages learned.
+    if (!a.decoder_only) calibrate_latent_scale(*net, clips, a.seed);
     model::save_loopy_checkpoint(a.out, *net, meta);
     const double seconds = seconds_since(start);
     const double train_psnr =
