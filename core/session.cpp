@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "model/guidance.h"
+#include "model/pixels.h"
 
 namespace loopy {
 
@@ -293,15 +294,7 @@ std::int64_t Session::emit_frames(const torch::Tensor& latents, std::int64_t fir
                 settings.decoder == Decoder::preview
                     ? model_->preview_decoder().forward(z.to(model_->dtype()))
                     : vae->decode(z.div(vae->config.scaling_factor).to(model_->dtype()));
-            pixels = image.to(torch::kFloat32)
-                         .clamp(-1.0, 1.0)
-                         .add(1.0)
-                         .mul(127.5)
-                         .round()
-                         .to(torch::kUInt8)
-                         .permute({0, 2, 3, 1})
-                         .contiguous()
-                         .cpu();
+            pixels = model::to_rgb8(image);
         }
         for (int64_t j = 0; j < n; ++j) {
             Frame frame;

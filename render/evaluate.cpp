@@ -10,6 +10,7 @@
 
 #include "audio/audio_decoder.h"
 #include "core/error.h"
+#include "model/pixels.h"
 #include "render/eval_metrics.h"
 #include "render/eval_report.h"
 #include "render/video_probe.h"
@@ -108,15 +109,7 @@ std::vector<cv::Mat> vae_round_trip(Model& model, const std::vector<cv::Mat>& fr
         }
         auto images = torch::stack(batch).to(model.device()).div(127.5).sub(1.0);
         auto decoded = vae.decode(vae.encode(images.to(model.dtype())).mode());
-        auto pixels = decoded.to(torch::kFloat32)
-                          .clamp(-1.0, 1.0)
-                          .add(1.0)
-                          .mul(127.5)
-                          .round()
-                          .to(torch::kUInt8)
-                          .permute({0, 2, 3, 1})
-                          .contiguous()
-                          .cpu();
+        const auto pixels = model::to_rgb8(decoded);
         for (int64_t k = 0; k < pixels.size(0); ++k)
             out.push_back(cv::Mat(static_cast<int>(pixels.size(1)),
                                   static_cast<int>(pixels.size(2)), CV_8UC3, pixels[k].data_ptr())
