@@ -50,6 +50,7 @@ nlohmann::json machine_json() {
             {"threads", info.threads},
             {"hardware_threads", info.hardware_cores},
             {"blas", info.blas},
+            {"blas_threads", info.blas_threads},
             {"cpu_capability", info.cpu_capability}};
 }
 

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -18,13 +19,27 @@ namespace loopy {
 
 namespace {
 
-// LibTorch sets OpenMP's and MKL's thread counts but not OpenBLAS's own pool (Debian's LibTorch
-// calls OpenBLAS, pthread build). Left at all cores, its idle threads spin while OpenMP's do, and
-// on a busy machine a denoising step took 10x longer. Looked up at run time: absent with MKL.
-void set_blas_threads(int n) {
-    using SetThreads = void (*)(int);
-    if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-        set(n);
+// OpenBLAS's own thread pool, looked up at run time (absent with MKL or the reference BLAS).
+using BlasSetThreads = void (*)(int);
+using BlasGetThreads = int (*)();
+BlasSetThreads blas_setter() {
+    return reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+}
+BlasGetThreads blas_getter() {
+    return reinterpret_cast<BlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+}
+
+// OpenBLAS threads while the engine runs. LibTorch parallelises with OpenMP; OpenBLAS (Debian's
+// pthread build) has a second pool, and the two spin against each other: with 2 of each on
+// this 2-core machine the demo model's denoising step took 517 ms instead of 168 ms with
+// OpenBLAS at 1 (matrix products 219 ms -> 52 ms); a random sd15 at 64 px 14.2 s -> 10.5 s.
+// LOOPY_BLAS_THREADS overrides it for machines where big products gain more than that costs.
+int engine_blas_threads() {
+    if (const char* env = std::getenv("LOOPY_BLAS_THREADS")) {
+        const int n = std::atoi(env);
+        if (n > 0) return n;
+    }
+    return 1;
 }
 
 }  // namespace
@@ -39,8 +54,20 @@ void reuse_freed_memory() {
 int set_num_threads(int n) {
     if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     at::set_num_threads(n);
-    set_blas_threads(n);
+    set_blas_threads(engine_blas_threads());
     return at::get_num_threads();
+}
+
+int set_blas_threads(int n) {
+    const auto get = blas_getter();
+    const int before = get ? get() : 0;
+    if (const auto set = blas_setter(); set && n > 0) set(n);
+    return before;
+}
+
+int blas_threads() {
+    const auto get = blas_getter();
+    return get ? get() : 0;
 }
 
 namespace {
@@ -82,6 +109,7 @@ SystemInfo system_info() {
     info.cuda_available = torch::cuda::is_available();
     info.cuda_devices = info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0;
     info.threads = at::get_num_threads();
+    info.blas_threads = blas_threads();
     info.hardware_cores = static_cast<int>(std::thread::hardware_concurrency());
     info.blas = loaded_blas();
     const std::string config = at::show_config();
@@ -102,7 +130,7 @@ std::string describe(const SystemInfo& info) {
                                : std::string("not available"))
        << "\n"
        << "Threads        " << info.threads << " intra-op (" << info.hardware_cores
-       << " hardware threads)\n"
+       << " hardware threads), OpenBLAS pool " << info.blas_threads << "\n"
        << "CPU kernels    " << (info.cpu_capability.empty() ? "?" : info.cpu_capability) << "\n"
        << "BLAS           " << info.blas << "\n";
     return os.str();

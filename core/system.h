@@ -6,7 +6,12 @@ namespace loopy {
 
 // Sets LibTorch's intra-op thread count; n <= 0 means "all cores". Returns the count in effect.
 // LibTorch's own default was 1 on a 2-core machine, so the engine always sets it.
+// OpenBLAS's own pool is set to 1 thread (LOOPY_BLAS_THREADS overrides it): see system.cpp.
 int set_num_threads(int n);
+
+// OpenBLAS's thread count (0 when another BLAS is loaded); set_blas_threads returns the old one.
+int set_blas_threads(int n);
+int blas_threads();
 
 // Keeps freed memory in the heap for the next tensor (glibc: fixed mmap and trim thresholds).
 // With the defaults every op's output above the adaptive mmap threshold came fresh from the
@@ -19,6 +24,7 @@ struct SystemInfo {
     bool cuda_available = false;
     int cuda_devices = 0;
     int threads = 0;         // intra-op threads in effect
+    int blas_threads = 0;    // OpenBLAS's own pool (0: another BLAS)
     int hardware_cores = 0;  // std::thread::hardware_concurrency
     std::string blas;        // the BLAS library actually loaded (from /proc/self/maps)
     std::string cpu_capability;

@@ -1,8 +1,11 @@
-// The FLOP counter behind `loopy bench` counts matrix products and convolutions exactly.
+// The FLOP counter behind `loopy bench` counts matrix products and convolutions exactly; the
+// engine's thread policy keeps OpenBLAS's pool at one thread (core/system.cpp).
 #include <torch/torch.h>
 #include <QtTest>
+#include <cstdlib>
 
 #include "core/flop_counter.h"
+#include "core/system.h"
 
 class FlopCounterTest : public QObject {
     Q_OBJECT
@@ -51,6 +54,38 @@ class FlopCounterTest : public QObject {
         QCOMPARE(calls, 5);
         QVERIFY(t >= 0);
         QVERIFY(loopy::measure_matmul_gflops(128, 2) > 0);
+    }
+
+    // Two thread pools on the same cores spun against each other (3.5x slower denoising step
+    // at 2 threads); the engine sets OpenBLAS to 1 whatever the intra-op count.
+    void engineKeepsOpenBlasAtOneThread() {
+        if (loopy::blas_threads() == 0) QSKIP("the loaded BLAS is not OpenBLAS");
+        QCOMPARE(loopy::set_num_threads(2), 2);
+        QCOMPARE(loopy::blas_threads(), 1);
+        (void)loopy::measure_matmul_gflops(256, 1);  // measures with every thread ...
+        QCOMPARE(loopy::blas_threads(), 1);          // ... and puts the pool back
+        qputenv("LOOPY_BLAS_THREADS", "2");
+        loopy::set_num_threads(2);
+        QCOMPARE(loopy::blas_threads(), 2);
+        qunsetenv("LOOPY_BLAS_THREADS");
+        loopy::set_num_threads(2);
+        QCOMPARE(loopy::blas_threads(), 1);
+    }
+
+    // The policy changes speed, not results: one product with 1 and with 2 OpenBLAS threads.
+    void blasThreadCountKeepsProducts() {
+        if (loopy::blas_threads() == 0) QSKIP("the loaded BLAS is not OpenBLAS");
+        torch::InferenceMode guard;
+        torch::manual_seed(3);
+        const auto a = torch::randn({512, 384});
+        const auto b = torch::randn({384, 640});
+        const int before = loopy::set_blas_threads(1);
+        const auto one = torch::mm(a, b);
+        loopy::set_blas_threads(2);
+        const auto two = torch::mm(a, b);
+        loopy::set_blas_threads(before);
+        const double rel = ((one - two).norm() / one.norm()).item<double>();
+        QVERIFY2(rel < 1e-6, qPrintable(QString("relative difference %1").arg(rel)));
     }
 };
 
