@@ -18,6 +18,7 @@
 #include "model/audio_pretraining.h"
 #include "model/distributed.h"
 #include "model/loopy_model.h"
+#include "model/pixels.h"
 #include "model/preview_decoder.h"
 #include "model/training.h"
 #include "model/vae_training.h"
@@ -221,7 +222,7 @@ VaeBatch vae_batch(const std::vector<render::TrainClip>& clips, uint64_t seed, i
                 render::mouth_weight_map(clip, frame, 1, clip.frames.size(3), mouth_weight));
     }
     VaeBatch batch;
-    batch.images = torch::stack(images).to(torch::kFloat32).div(127.5).sub(1.0);
+    batch.images = model::from_rgb8(torch::stack(images));
     if (!weights.empty()) batch.weights = torch::cat(weights);
     return batch;
 }

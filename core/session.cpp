@@ -97,12 +97,10 @@ Session::Session(std::shared_ptr<Model> model, const std::uint8_t* rgb, int widt
     c10::InferenceMode inference;
     StageTimer timer(stats_.reference_encode);
     auto& net = model_->network();
-    auto image = torch::from_blob(const_cast<std::uint8_t*>(rgb), {1, size, size, 3}, torch::kUInt8)
-                     .permute({0, 3, 1, 2})
-                     .to(model_->device(), torch::kFloat32)
-                     .div(127.5)
-                     .sub(1.0)
-                     .to(model_->dtype());
+    const auto pixels =
+        torch::from_blob(const_cast<std::uint8_t*>(rgb), {1, size, size, 3}, torch::kUInt8);
+    auto image =
+        model::from_rgb8(pixels.permute({0, 3, 1, 2}).to(model_->device())).to(model_->dtype());
     auto latent = net.vae->encode(image).mode() * net.vae->config.scaling_factor;
     reference_ = net.reference_unet->encode_reference(latent);
 }

@@ -103,11 +103,10 @@ std::vector<cv::Mat> vae_round_trip(Model& model, const std::vector<cv::Mat>& fr
         std::vector<torch::Tensor> batch;
         for (size_t k = i; k < std::min(frames.size(), i + kBatch); ++k) {
             const cv::Mat& f = frames[k];
-            batch.push_back(torch::from_blob(f.data, {f.rows, f.cols, 3}, torch::kUInt8)
-                                .permute({2, 0, 1})
-                                .to(torch::kFloat32));
+            batch.push_back(
+                torch::from_blob(f.data, {f.rows, f.cols, 3}, torch::kUInt8).permute({2, 0, 1}));
         }
-        auto images = torch::stack(batch).to(model.device()).div(127.5).sub(1.0);
+        auto images = model::from_rgb8(torch::stack(batch).to(model.device()));
         auto decoded = vae.decode(vae.encode(images.to(model.dtype())).mode());
         const auto pixels = model::to_rgb8(decoded);
         for (int64_t k = 0; k < pixels.size(0); ++k)

@@ -7,6 +7,7 @@
 
 #include "audio/audio_decoder.h"
 #include "core/error.h"
+#include "model/pixels.h"
 #include "render/video_probe.h"
 
 namespace loopy::render {
@@ -186,7 +187,7 @@ TrainDataset::TrainDataset(const std::string& dir, const model::LoopyConfig& con
         std::vector<torch::Tensor> latents;
         for (int64_t f = 0; f < clip.frame_count(); f += 16) {
             const auto n = std::min<int64_t>(16, clip.frame_count() - f);
-            auto image = clip.frames.narrow(0, f, n).to(torch::kFloat32).div(127.5).sub(1.0);
+            auto image = model::from_rgb8(clip.frames.narrow(0, f, n));
             latents.push_back(vae.encode(image).mode() * vae.config.scaling_factor);
         }
         latents_.push_back(torch::cat(latents, 0));
