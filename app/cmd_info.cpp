@@ -82,6 +82,8 @@ void print_loopy_config(const safetensors::Header& h, const InfoArgs& args) {
               << "  audio tokens:    " << c.audio_projection.context_tokens << " x "
               << c.audio_projection.token_dim << " per frame from " << c.audio_window_frames()
               << " wav2vec frames\n"
+              << "  reference:       attention bank"
+              << (c.reference_latent_input ? " + latent at the denoiser's conv_in" : "") << "\n"
               << "  temporal layers: " << c.temporal.num_attention_heads << " heads, "
               << c.temporal.num_layers << " block(s)"
               << (c.temporal.double_self_attention ? ", two self-attentions each" : "") << "\n"

@@ -58,6 +58,8 @@ class CliTest : public QObject {
                  qPrintable(r.out));
         QVERIFY2(r.out.contains("Threads        2 intra-op"), qPrintable(r.out));
         QVERIFY(r.out.contains("BLAS"));
+        if (r.out.contains("openblas"))  // kept at 1 whatever --threads says (core/system.cpp)
+            QVERIFY2(r.out.contains("OpenBLAS pool 1"), qPrintable(r.out));
     }
 
     void corruptFileIsAClearErrorNotACrash() {

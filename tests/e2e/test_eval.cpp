@@ -88,6 +88,64 @@ class EvalTest : public QObject {
                  qPrintable(out));
     }
 
+    // The tiny preset feeds the reference latent to the denoiser's conv_in; `info` says so.
+    void cliInfoShowsTheReferencePath() {
+        QProcess p;
+        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", {"info", checkpoint_.c_str()});
+        QVERIFY(p.waitForFinished(60000));
+        const QString out = p.readAllStandardOutput();
+        QVERIFY2(out.contains("reference:       attention bank + latent at the denoiser's conv_in"),
+                 qPrintable(out));
+    }
+
+    // `train-vae --decoder-only --mouth-weight`: the encoder and the latent scale stay (a
+    // diffusion model trained on those latents stays valid); the decoder moves.
+    void cliTrainVaeDecoderOnly() {
+        const QString out = dir_.filePath("decoder-only.safetensors");
+        QProcess p;
+        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", {"train-vae",
+                                                           "--init",
+                                                           checkpoint_.c_str(),
+                                                           "--data",
+                                                           data_.c_str(),
+                                                           "--out",
+                                                           out,
+                                                           "--decoder-only",
+                                                           "--mouth-weight",
+                                                           "4",
+                                                           "--steps",
+                                                           "2",
+                                                           "--batch",
+                                                           "2",
+                                                           "--lr",
+                                                           "1e-3",
+                                                           "--seed",
+                                                           "7",
+                                                           "--threads",
+                                                           "1"});
+        QVERIFY(p.waitForFinished(600000));
+        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+        auto before = Model::load(checkpoint_);
+        auto after = Model::load(out.toStdString());
+        const auto& vae_before = *before->network().vae;
+        const auto& vae_after = *after->network().vae;
+        QCOMPARE(vae_after.config.scaling_factor, vae_before.config.scaling_factor);
+        const auto old_params = vae_before.named_parameters();
+        int encoder = 0, decoder_changed = 0;
+        for (const auto& item : vae_after.named_parameters()) {
+            const bool same = torch::equal(item.value(), old_params[item.key()]);
+            const auto& key = item.key();
+            if (key.rfind("decoder.", 0) == 0 || key.rfind("post_quant_conv.", 0) == 0) {
+                decoder_changed += same ? 0 : 1;
+            } else {
+                QVERIFY2(same, item.key().c_str());
+                ++encoder;
+            }
+        }
+        QVERIFY(encoder > 10);
+        QVERIFY2(decoder_changed > 10, std::to_string(decoder_changed).c_str());
+    }
+
     void emptyFolderIsAnError() {
         QTemporaryDir empty;
         eval::EvalOptions options;
