@@ -58,6 +58,7 @@ struct TrainArgs {
     double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0, mouth_weight = 1.0;
     uint64_t seed = 0;
     bool resume = false, v_prediction = false, fast = false, freeze_audio_encoder = false;
+    bool train_image_layers = false;
     int threads = 0;
     std::string backend = "gloo";
     double dist_timeout = 300;
@@ -83,6 +84,9 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
     o.ema_decay = a.ema;
     o.v_prediction = a.v_prediction;
     o.freeze_audio_encoder = a.freeze_audio_encoder;
+    o.train_image_layers = a.train_image_layers;
+    if (o.train_image_layers && o.stage != model::TrainStage::Video)
+        throw Error("--train-image-layers is for stage 2 (stage 1 trains them anyway)");
     o.seed = a.seed;
     o.reproducible = !a.fast;
     return o;
@@ -510,6 +514,9 @@ Runner add_train_command(CLI::App& app) {
     cmd->add_flag("--freeze-audio-encoder", a->freeze_audio_encoder,
                   "Stage 2: keep the audio encoder of --init as it is (e.g. pretrained with "
                   "loopy train-audio)");
+    cmd->add_flag("--train-image-layers", a->train_image_layers,
+                  "Stage 2: also fine-tune the denoising U-Net's image layers (the reference net "
+                  "stays as it is)");
     cmd->add_option("--mouth-weight", a->mouth_weight,
                     "Weigh the loss on each frame's mouth box (from truth.json) this many times "
                     "more (1: plain mean)")

@@ -280,11 +280,14 @@ void AdamW::load_state(const TensorMap& state) {
 namespace {
 
 // Sets requires_grad by stage and returns the trained parameters; a pretrained audio encoder
-// (`loopy train-audio`) may be kept as it is.
+// (`loopy train-audio`) may be kept as it is, the denoiser's image layers fine-tuned in stage 2.
 std::vector<std::pair<std::string, torch::Tensor>> prepare_parameters(
     LoopyModelImpl& model, const TrainerOptions& options) {
     auto trained = [&](const std::string& name) {
-        return trained_in_stage(name, options.stage) &&
+        const bool image_layer = options.stage == TrainStage::Video && options.train_image_layers &&
+                                 starts_with(name, "denoising_unet.") &&
+                                 trained_in_stage(name, TrainStage::Image);
+        return (trained_in_stage(name, options.stage) || image_layer) &&
                !(options.freeze_audio_encoder && starts_with(name, "audio_encoder."));
     };
     std::vector<std::pair<std::string, torch::Tensor>> out;

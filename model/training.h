@@ -151,6 +151,9 @@ struct TrainerOptions {
     bool v_prediction = false;
     // Stage 2: keep the audio encoder as it is (one pretrained with `loopy train-audio`).
     bool freeze_audio_encoder = false;
+    // Stage 2: also fine-tune the denoising U-Net's image layers (those of stage 1). They draw the
+    // mouth, and in stage 2 alone they can learn to follow the audio; the reference net stays.
+    bool train_image_layers = false;
     MaskProbabilities masks;
     double audio_context_seconds = 1.0;  // as ModelOptions::audio_context_seconds
     uint64_t seed = 0;

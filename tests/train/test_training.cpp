@@ -356,6 +356,32 @@ class TrainingTest : public QObject {
         QVERIFY(std::abs(factor - 0.18215) > 1e-3);  // a random VAE is not SD's
     }
 
+    // Stage 2 with train_image_layers: the denoiser's image layers move too, the reference net
+    // does not.
+    void stageTwoCanFineTuneTheImageLayers() {
+        const auto config = test::micro_config();
+        auto options = fast_options(TrainStage::Video);
+        options.train_image_layers = true;
+        model::Trainer trainer(test::random_network(config), options);
+        const auto before = snapshot(trainer.model());
+        for (int i = 0; i < 2; ++i)
+            (void)trainer.step(random_batch(config, 4, 7 + i));
+        const auto after = snapshot(trainer.model());
+        int image_changed = 0, image = 0;
+        for (const auto& [name, value] : before) {
+            const bool same = torch::equal(value, after.at(name));
+            if (name.rfind("reference_unet.", 0) == 0) QVERIFY2(same, name.c_str());
+            if (name.rfind("denoising_unet.", 0) == 0 &&
+                model::trained_in_stage(name, TrainStage::Image)) {
+                ++image;
+                image_changed += same ? 0 : 1;
+            }
+        }
+        QVERIFY2(
+            image > 0 && image_changed > image * 9 / 10,
+            qPrintable(QString("%1 of %2 image layers changed").arg(image_changed).arg(image)));
+    }
+
   private:
     void check_stage(TrainStage stage) {
         const auto config = test::micro_config();
