@@ -58,16 +58,15 @@ int set_num_threads(int n) {
     return at::get_num_threads();
 }
 
-int set_blas_threads(int n) {
-    const auto get = blas_getter();
-    const int before = get ? get() : 0;
-    if (const auto set = blas_setter(); set && n > 0) set(n);
-    return before;
-}
-
 int blas_threads() {
     const auto get = blas_getter();
     return get ? get() : 0;
+}
+
+int set_blas_threads(int n) {
+    const int before = blas_threads();
+    if (const auto set = blas_setter(); set && n > 0) set(n);
+    return before;
 }
 
 namespace {

@@ -138,7 +138,7 @@ class EvalTest : public QObject {
             if (key.rfind("decoder.", 0) == 0 || key.rfind("post_quant_conv.", 0) == 0) {
                 decoder_changed += same ? 0 : 1;
             } else {
-                QVERIFY2(same, item.key().c_str());
+                QVERIFY2(same, key.c_str());
                 ++encoder;
             }
         }

@@ -2,7 +2,6 @@
 // engine's thread policy keeps OpenBLAS's pool at one thread (core/system.cpp).
 #include <torch/torch.h>
 #include <QtTest>
-#include <cstdlib>
 
 #include "core/flop_counter.h"
 #include "core/system.h"
