@@ -168,7 +168,11 @@ Runner add_bench_command(CLI::App& app) {
     modules->add_flag("!--no-sd15", args->sd15, "Skip the full-size SD 1.5 / wav2vec2-base rows");
     modules->add_option("--json", args->json_out, "Also write the figures as JSON");
     Runner render = add_bench_render_command(*bench);
+#ifdef LOOPY_ENGINE_ONLY
+    Runner live;
+#else
     Runner live = add_bench_live_command(*bench);
+#endif
     return [args, render, live, bench]() {
         if (bench->got_subcommand("render")) return render();
         if (bench->got_subcommand("live")) return live();

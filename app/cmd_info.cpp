@@ -4,7 +4,9 @@
 #include <sstream>
 
 #include "app/commands.h"
+#ifndef LOOPY_ENGINE_ONLY
 #include "audio/devices.h"
+#endif
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/system.h"
@@ -134,6 +136,9 @@ void print_file(const InfoArgs& args) {
 
 void print_system() {
     std::cout << describe(system_info());
+#ifdef LOOPY_ENGINE_ONLY
+    std::cout << "PortAudio      not built in (engine-only build)\n";
+#else
     try {
         const auto devices = audio::list_devices();
         std::cout << "PortAudio      " << audio::portaudio_version() << ", " << devices.size()
@@ -146,6 +151,7 @@ void print_system() {
     } catch (const Error& e) {
         std::cout << "PortAudio      unavailable: " << e.what() << "\n";
     }
+#endif
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 #include <map>
 
 #include "app/commands.h"
+#ifndef LOOPY_ENGINE_ONLY
 #include "audio/ffmpeg_log.h"
+#endif
 #include "core/error.h"
 #include "core/log.h"
 #include "core/system.h"
@@ -29,12 +31,14 @@ int main(int argc, char** argv) {
     add(loopy::cli::add_info_command(app));
     add(loopy::cli::add_bench_command(app));
     add(loopy::cli::add_convert_command(app));
+#ifndef LOOPY_ENGINE_ONLY  // the commands that need the media libraries
     add(loopy::cli::add_render_command(app));
     add(loopy::cli::add_synth_command(app));
     add(loopy::cli::add_eval_command(app));
     add(loopy::cli::add_train_command(app));
     add(loopy::cli::add_train_vae_command(app));
     add(loopy::cli::add_train_audio_command(app));
+#endif
 
     try {
         app.parse(argc, argv);
@@ -42,7 +46,9 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     loopy::setup_app_logging({verbose, quiet, true});
+#ifndef LOOPY_ENGINE_ONLY
     loopy::audio::route_ffmpeg_logs();
+#endif
     loopy::set_num_threads(threads);
     try {
         for (CLI::App* sub : app.get_subcommands())

@@ -9,11 +9,16 @@
 #define LOOPY_HAVE_GLOO 1
 #endif
 
+// LibTorch 2.x defines USE_C10D_NCCL for every CUDA build, but pip's wheels carry no nccl.h.
+#if defined(USE_C10D_NCCL) && __has_include(<nccl.h>)
+#define LOOPY_HAVE_NCCL 1
+#endif
+
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef LOOPY_HAVE_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef LOOPY_HAVE_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -93,7 +98,7 @@ bool gloo_available() {
 }
 
 bool nccl_available() {
-#ifdef USE_C10D_NCCL
+#ifdef LOOPY_HAVE_NCCL
     return true;
 #else
     return false;
@@ -107,7 +112,7 @@ struct ProcessGroup::Backend {
 #ifdef LOOPY_HAVE_GLOO
     c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef LOOPY_HAVE_NCCL
     c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
 #endif
     torch::Device device = torch::kCPU;  // where buffers must be for the collectives
@@ -118,7 +123,7 @@ struct ProcessGroup::Backend {
 #ifdef LOOPY_HAVE_GLOO
         if (gloo) return (void)collective(*gloo)->wait();
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef LOOPY_HAVE_NCCL
         if (nccl) return (void)collective(*nccl)->wait();
 #endif
         throw Error("distributed: no process group");
@@ -163,7 +168,7 @@ ProcessGroup::ProcessGroup(const DistributedOptions& options)
     if (options_.backend == "nccl" && !nccl_available())
         throw Error(
             "distributed: this LibTorch build has no NCCL (a CUDA LibTorch built with NCCL is "
-            "needed, and the engine compiled with USE_C10D_NCCL); use --backend gloo");
+            "needed, with its nccl.h where the engine is compiled); use --backend gloo");
     try {
         backend_->store = rendezvous(options_);
 #ifdef LOOPY_HAVE_GLOO
@@ -175,7 +180,7 @@ ProcessGroup::ProcessGroup(const DistributedOptions& options)
                 backend_->store, options_.rank, options_.world_size, gloo_options);
         }
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef LOOPY_HAVE_NCCL
         if (options_.backend == "nccl") {
             auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
             nccl_options->timeout = options_.timeout;
