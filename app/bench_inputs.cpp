@@ -51,7 +51,8 @@ nlohmann::json machine_json() {
             {"hardware_threads", info.hardware_cores},
             {"blas", info.blas},
             {"blas_threads", info.blas_threads},
-            {"cpu_capability", info.cpu_capability}};
+            {"cpu_capability", info.cpu_capability},
+            {"gpu", info.gpu_name}};
 }
 
 long peak_rss_kib() {

@@ -1,11 +1,14 @@
 // `loopy bench render`: the generation pipeline's speed, stage by stage, on synthetic input.
 // Prints figures; never passes or fails.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "app/bench_inputs.h"
 #include "app/commands.h"
@@ -27,7 +30,49 @@ struct BenchRenderArgs {
     ModelOptions model;
     std::string json_out;
     int profile_rows = 0;  // > 0: print the denoiser's most expensive operators
+    bool compare_cpu = false;
 };
+
+// The first clip of a fresh session, frame after frame (RGB).
+std::vector<std::uint8_t> first_clip_pixels(const std::shared_ptr<Model>& m,
+                                            const GenerationSettings& s) {
+    const auto portrait = bench_portrait(m->resolution());
+    const auto audio = bench_audio(0.48);
+    Session session(m, portrait.data(), m->resolution(), m->resolution(), s);
+    session.push_audio(audio.data(), audio.size());
+    session.end_audio();
+    std::vector<std::uint8_t> out;
+    session.generate_clip(
+        [&](const Frame& f) { out.insert(out.end(), f.rgb.begin(), f.rgb.end()); });
+    return out;
+}
+
+// --compare-cpu: the same weights and seed on the CPU in float32 and NCHW (the unoptimised path),
+// against the settings under test: how far half precision, fused kernels, NHWC move the frames.
+nlohmann::json compare_with_cpu(const BenchRenderArgs& a, const std::shared_ptr<Model>& m) {
+    ModelOptions cpu = a.model;
+    cpu.device = "cpu";
+    cpu.dtype = "float32";
+    cpu.channels_last = false;
+    const auto want =
+        first_clip_pixels(bench_model(a.checkpoint, a.config, a.resolution, cpu), a.settings);
+    const auto got = first_clip_pixels(m, a.settings);
+    if (got.size() != want.size() || want.empty()) throw Error("compare-cpu: frame sizes differ");
+    double squares = 0, sum = 0;
+    int max_diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        const int d = std::abs(int(got[i]) - int(want[i]));
+        squares += double(d) * d;
+        sum += d;
+        max_diff = std::max(max_diff, d);
+    }
+    const double mse = squares / want.size();
+    const double psnr = mse > 0 ? 10 * std::log10(255.0 * 255.0 / mse) : 99.0;
+    std::cout << std::setprecision(2) << "first clip against the CPU in float32: PSNR " << psnr
+              << " dB, mean |difference| " << sum / want.size() << ", max " << max_diff
+              << " (of 255)\n";
+    return {{"psnr_db", psnr}, {"mean_abs_diff", sum / want.size()}, {"max_abs_diff", max_diff}};
+}
 
 // FLOP of one denoising step: one clip with 2 steps minus one clip with 1 step.
 double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) {
@@ -76,7 +121,10 @@ nlohmann::json profile_denoiser(const std::shared_ptr<Model>& m, const Generatio
 
 int run_bench_render(BenchRenderArgs& a) {
     if (a.cfg == "off") a.settings.reference_ratio = a.settings.audio_ratio = 1.0;
+    const auto device = parse_device(a.model.device);
+    const int gpu = device.is_cuda() ? std::max<int>(0, device.index()) : -1;
     auto m = bench_model(a.checkpoint, a.config, a.resolution, a.model);
+    if (gpu >= 0) reset_gpu_memory_peak(gpu);  // after CUDA's start; the weights stay counted
     const auto portrait = bench_portrait(m->resolution());
     const auto audio = bench_audio(a.seconds);
     Session session(m, portrait.data(), m->resolution(), m->resolution(), a.settings);
@@ -92,14 +140,16 @@ int run_bench_render(BenchRenderArgs& a) {
     const auto frames = st.frames - warm.frames;
     const double fps = frames / wall;
     const double step_flop = denoise_step_flop(m, a.settings);
-    const double matmul = measure_matmul_gflops();
+    const auto gpu_peak = gpu >= 0 ? gpu_memory_peak(gpu) : GpuMemoryPeak{};
+    const double matmul = measure_matmul_gflops(m->options().device, m->options().dtype);
     const double step_gflops = step_flop / 1e9 / st.denoise_step.median();
 
     const auto info = system_info();
     std::cout << std::fixed << std::setprecision(2) << "config " << m->config().name << ", "
               << m->resolution() << "x" << m->resolution() << ", " << a.settings.steps
               << " DDIM steps, guidance " << (a.cfg == "off" ? "off (1 pass)" : "3-pass") << ", "
-              << info.threads << " threads, " << m->options().device << "\n";
+              << info.threads << " threads, " << m->options().device << " " << m->options().dtype
+              << (m->options().channels_last ? ", channels last" : "") << "\n";
     std::cout << "stage (median)                      ms\n"
               << "  reference (once per portrait) " << std::setw(10)
               << st.reference_encode.median() * 1e3 << "\n"
@@ -118,14 +168,22 @@ int run_bench_render(BenchRenderArgs& a) {
               << step_gflops << " GFLOP/s = " << 100 * step_gflops / matmul << " % of matmul ("
               << matmul << " GFLOP/s)\n"
               << "peak RSS " << peak_rss_kib() / 1024 << " MiB\n";
+    if (gpu_peak.allocated >= 0)
+        std::cout << "peak GPU memory " << gpu_peak.allocated / 1048576.0 << " MiB in tensors, "
+                  << gpu_peak.reserved / 1048576.0 << " MiB reserved by the allocator\n";
     const auto profile =
         a.profile_rows > 0 ? profile_denoiser(m, a.settings, a.profile_rows) : nlohmann::json();
+    const auto against_cpu = a.compare_cpu ? compare_with_cpu(a, m) : nlohmann::json();
     if (!a.json_out.empty()) {
         nlohmann::json j;
         j["machine"] = machine_json();
-        j["config"] = {{"name", m->config().name},      {"resolution", m->resolution()},
-                       {"steps", a.settings.steps},     {"cfg", a.cfg},
-                       {"device", m->options().device}, {"dtype", m->options().dtype}};
+        j["config"] = {{"name", m->config().name},
+                       {"resolution", m->resolution()},
+                       {"steps", a.settings.steps},
+                       {"cfg", a.cfg},
+                       {"device", m->options().device},
+                       {"dtype", m->options().dtype},
+                       {"channels_last", m->options().channels_last}};
         j["median_ms"] = {{"reference", st.reference_encode.median() * 1e3},
                           {"audio_encoder_per_clip", st.audio_encoder.median() * 1e3},
                           {"motion_reference_net_per_clip", st.motion_encode.median() * 1e3},
@@ -138,7 +196,12 @@ int run_bench_render(BenchRenderArgs& a) {
         j["denoise_step_gflops"] = step_gflops;
         j["matmul_gflops"] = matmul;
         j["peak_rss_mib"] = peak_rss_kib() / 1024.0;
+        if (gpu_peak.allocated >= 0) {
+            j["peak_gpu_allocated_mib"] = gpu_peak.allocated / 1048576.0;
+            j["peak_gpu_reserved_mib"] = gpu_peak.reserved / 1048576.0;
+        }
         if (!profile.is_null()) j["denoiser_profile_per_step"] = profile;
+        if (!against_cpu.is_null()) j["first_clip_vs_cpu_float32"] = against_cpu;
         std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
     return 0;
@@ -167,11 +230,16 @@ Runner add_bench_render_command(CLI::App& bench) {
     cmd->add_option("--seconds", a->seconds, "Seconds of synthetic audio")->capture_default_str();
     cmd->add_option("--device", a->model.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", a->model.dtype, "float32, float16, bfloat16")->capture_default_str();
+    cmd->add_flag("--channels-last", a->model.channels_last,
+                  "Convolution weights (and so activations) in NHWC order");
     cmd->add_option("--threads", a->model.threads, "CPU threads (0: all cores)")
         ->capture_default_str();
     cmd->add_option("--profile", a->profile_rows,
                     "Also print the denoiser's N most expensive operators per step");
     cmd->add_option("--json", a->json_out, "Also write the figures as JSON");
+    cmd->add_flag("--compare-cpu", a->compare_cpu,
+                  "Also render the first clip on the CPU in float32 and print the difference "
+                  "(small models: the CPU runs the whole clip)");
     return [a]() { return run_bench_render(*a); };
 }
 

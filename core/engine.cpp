@@ -9,6 +9,16 @@
 
 namespace loopy {
 
+namespace {
+
+void use_channels_last(torch::nn::Module& module) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : module.parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+}  // namespace
+
 void GenerationSettings::validate() const {
     if (steps < 1 || steps > 1000) throw Error("steps must be between 1 and 1000");
     if (decode_batch < 1) throw Error("decode batch must be at least 1");
@@ -73,6 +83,10 @@ Model::Model(model::LoopyModel network, model::PreviewDecoder preview, const Mod
     if (preview_) {
         preview_->to(device_, dtype_);
         preview_->eval();
+    }
+    if (options.channels_last) {
+        use_channels_last(*network_);
+        if (preview_) use_channels_last(*preview_);
     }
 }
 

@@ -54,6 +54,9 @@ struct ModelOptions {
     std::string dtype = "float32";       // "float16" / "bfloat16" on CUDA only
     int threads = 0;                     // LibTorch intra-op threads; 0: all cores
     double audio_context_seconds = 1.0;  // wav2vec left context per clip
+    // Convolution weights in NHWC order, which the convolutions' outputs then follow: what cuDNN's
+    // half-precision kernels want. Same results within rounding.
+    bool channels_last = false;
 };
 
 class Model {

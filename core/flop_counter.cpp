@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/engine.h"
 #include "core/system.h"
 
 namespace loopy {
@@ -54,6 +55,19 @@ double op_flops(std::string_view name, const c10::ArrayRef<const c10::IValue>& i
         }
         const double per_output = product(w->sizes().slice(1));
         return 2.0 * out_elems * per_output;
+    }
+    // LibTorch 2.x's fused attention: q [..., Lq, D] k [..., Lk, D] v [..., Lk, Dv] -> q k^T and
+    // p v. The math fallback is made of bmm calls, counted above.
+    if (name == "aten::_scaled_dot_product_flash_attention" ||
+        name == "aten::_scaled_dot_product_efficient_attention" ||
+        name == "aten::_scaled_dot_product_cudnn_attention" ||
+        name == "aten::_scaled_dot_product_flash_attention_for_cpu") {
+        const at::Tensor* q = tensor_arg(inputs, 0);
+        const at::Tensor* k = tensor_arg(inputs, 1);
+        const at::Tensor* v = tensor_arg(inputs, 2);
+        if (!q || !k || !v || q->dim() < 2) return 0;
+        return 2.0 * product(q->sizes().slice(0, q->dim() - 1)) * static_cast<double>(k->size(-2)) *
+               static_cast<double>(q->size(-1) + v->size(-1));
     }
     return 0;
 }
@@ -122,6 +136,22 @@ double measure_matmul_gflops(int64_t n, int repeat) {
     const int blas_before = set_blas_threads(at::get_num_threads());
     const double t = median_seconds(1, repeat, [&] { torch::mm_out(c, a, b); });
     set_blas_threads(blas_before);
+    return 2.0 * static_cast<double>(n) * n * n / t / 1e9;
+}
+
+double measure_matmul_gflops(const std::string& device, const std::string& dtype) {
+    const auto dev = parse_device(device);
+    if (!dev.is_cuda()) return measure_matmul_gflops();
+    torch::NoGradGuard no_grad;
+    const int64_t n = 8192;  // large enough to fill an H100
+    const auto opts = torch::TensorOptions().device(dev).dtype(parse_dtype(dtype, dev));
+    const auto a = torch::randn({n, n}, opts);
+    const auto b = torch::randn({n, n}, opts);
+    auto c = torch::empty({n, n}, opts);
+    const double t = median_seconds(2, 10, [&] {
+        torch::mm_out(c, a, b);
+        torch::cuda::synchronize(dev.index() < 0 ? -1 : dev.index());
+    });
     return 2.0 * static_cast<double>(n) * n * n / t / 1e9;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace at {
 struct RecordFunction;
@@ -35,5 +36,9 @@ double median_seconds(int warmup, int repeat, const std::function<void()>& fn);
 
 // Measured float32 GEMM throughput of this machine (n x n matmul), GFLOP/s.
 double measure_matmul_gflops(int64_t n = 2048, int repeat = 5);
+
+// The same on the device and dtype a model runs in ("cuda", "float16", ...): the GPU's peak for
+// "% of matmul". On the CPU in float32 this is measure_matmul_gflops().
+double measure_matmul_gflops(const std::string& device, const std::string& dtype);
 
 }  // namespace loopy

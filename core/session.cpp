@@ -21,16 +21,27 @@ double seconds_since(Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Adds the wall time of a scope to a stage.
+// Adds the wall time of a scope to a stage. CUDA runs asynchronously: the timer waits for the
+// GPU at both ends, or a stage would be charged for the work queued before it.
 class StageTimer {
   public:
-    explicit StageTimer(StageStats& stage, std::int64_t calls = 1)
-        : stage_(stage), calls_(calls), start_(Clock::now()) {}
-    ~StageTimer() { stage_.add(seconds_since(start_), calls_); }
+    StageTimer(StageStats& stage, const torch::Device& device, std::int64_t calls = 1)
+        : stage_(stage), calls_(calls), device_(device) {
+        wait_for_device();
+        start_ = Clock::now();
+    }
+    ~StageTimer() {
+        wait_for_device();
+        stage_.add(seconds_since(start_), calls_);
+    }
 
   private:
+    void wait_for_device() const {
+        if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+    }
     StageStats& stage_;
     std::int64_t calls_;
+    torch::Device device_;
     Clock::time_point start_;
 };
 
@@ -95,7 +106,7 @@ Session::Session(std::shared_ptr<Model> model, const std::uint8_t* rgb, int widt
 
     std::lock_guard<std::mutex> lock(model_->run_mutex());
     c10::InferenceMode inference;
-    StageTimer timer(stats_.reference_encode);
+    StageTimer timer(stats_.reference_encode, model_->device());
     auto& net = model_->network();
     const auto pixels =
         torch::from_blob(const_cast<std::uint8_t*>(rgb), {1, size, size, 3}, torch::kUInt8);
@@ -203,7 +214,7 @@ Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
     const auto& config = model_->config();
     ClipConditions out;
     {
-        StageTimer timer(stats_.audio_encoder);
+        StageTimer timer(stats_.audio_encoder, model_->device());
         const auto plan = model::plan_audio_window(config.audio_encoder_config(), audio_options_,
                                                    first_frame, config.num_frames);
         const auto samples = audio_.range(plan.first_sample, plan.end_sample());
@@ -212,7 +223,7 @@ Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
         out.audio_tokens = net.audio_proj(windows.unsqueeze(0).to(model_->dtype()));
     }
     {
-        StageTimer timer(stats_.motion_encode);
+        StageTimer timer(stats_.motion_encode, model_->device());
         const auto motion = history_.abstract();
         // The motion frames' keys and values, once per clip rather than per step and pass.
         out.motion = net.denoising_unet->prepare_motion(
@@ -235,7 +246,7 @@ torch::Tensor Session::denoise(const ClipConditions& conditions, const Generatio
     for (int64_t i = 0; i < timesteps.size(0); ++i) {
         check_cancel();
         if (on_progress) on_progress(progress(clip, static_cast<int>(i), settings.steps));
-        StageTimer timer(stats_.denoise_step);
+        StageTimer timer(stats_.denoise_step, model_->device());
         const int64_t t = timesteps[i].item<int64_t>();
         const auto noise = predict(latents, t, conditions, settings);
         latents = scheduler_.step(noise, t, latents);
@@ -285,7 +296,7 @@ std::int64_t Session::emit_frames(const torch::Tensor& latents, std::int64_t fir
         const int64_t n = std::min<int64_t>(settings.decode_batch, count - i);
         torch::Tensor pixels;
         {
-            StageTimer timer(stats_.vae_decode, n);
+            StageTimer timer(stats_.vae_decode, model_->device(), n);
             // The preview decoder takes the latents as diffusion makes them, the VAE unscaled.
             const auto z = latents[0].narrow(0, i, n);
             const auto image =

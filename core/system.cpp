@@ -5,6 +5,10 @@
 #include <malloc.h>
 #include <torch/torch.h>
 #include <torch/version.h>
+#ifdef LOOPY_WITH_CUDA  // set by CMake when LibTorch links c10_cuda
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <cstdlib>
 #include <filesystem>
@@ -84,7 +88,9 @@ std::string loaded_blas() {
         if (slash == std::string::npos) continue;
         const std::string path = line.substr(slash);
         const std::string name = std::filesystem::path(path).filename().string();
-        if (name.find("blas") != std::string::npos || name.find("mkl_rt") != std::string::npos) {
+        const bool cpu_blas = name.find("blas") != std::string::npos &&
+                              name.find("cublas") == std::string::npos;  // cuBLAS: the GPU's
+        if (cpu_blas || name.find("mkl_rt") != std::string::npos) {
             std::error_code ec;
             const auto real = std::filesystem::canonical(path, ec);
             found.insert(ec ? path : real.string());
@@ -101,12 +107,43 @@ std::string loaded_blas() {
 
 }  // namespace
 
+// Both ask the CUDA allocator, which throws until CUDA has started: then there is nothing to say.
+GpuMemoryPeak gpu_memory_peak(int device) {
+    GpuMemoryPeak peak;
+#ifdef LOOPY_WITH_CUDA
+    try {
+        const auto stats =
+            c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+        peak.allocated = stats.allocated_bytes[0].peak;  // [0]: all pools together (AGGREGATE)
+        peak.reserved = stats.reserved_bytes[0].peak;
+    } catch (const c10::Error&) {
+    }
+#else
+    (void)device;
+#endif
+    return peak;
+}
+
+void reset_gpu_memory_peak(int device) {
+#ifdef LOOPY_WITH_CUDA
+    try {
+        c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+    } catch (const c10::Error&) {
+    }
+#else
+    (void)device;
+#endif
+}
+
 SystemInfo system_info() {
     SystemInfo info;
     info.loopy_version = LOOPY_VERSION_STRING;
     info.torch_version = TORCH_VERSION;
     info.cuda_available = torch::cuda::is_available();
     info.cuda_devices = info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0;
+#ifdef LOOPY_WITH_CUDA
+    if (info.cuda_available) info.gpu_name = at::cuda::getDeviceProperties(0)->name;
+#endif
     info.threads = at::get_num_threads();
     info.blas_threads = blas_threads();
     info.hardware_cores = static_cast<int>(std::thread::hardware_concurrency());
@@ -127,7 +164,7 @@ std::string describe(const SystemInfo& info) {
        << "CUDA           "
        << (info.cuda_available ? "available, " + std::to_string(info.cuda_devices) + " device(s)"
                                : std::string("not available"))
-       << "\n"
+       << (info.gpu_name.empty() ? "" : ", the first: " + info.gpu_name) << "\n"
        << "Threads        " << info.threads << " intra-op (" << info.hardware_cores
        << " hardware threads), OpenBLAS pool " << info.blas_threads << "\n"
        << "CPU kernels    " << (info.cpu_capability.empty() ? "?" : info.cpu_capability) << "\n"

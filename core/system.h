@@ -1,5 +1,6 @@
 #pragma once
 // Threading and a description of the machine the engine runs on.
+#include <cstdint>
 #include <string>
 
 namespace loopy {
@@ -23,12 +24,22 @@ struct SystemInfo {
     std::string torch_version;
     bool cuda_available = false;
     int cuda_devices = 0;
+    std::string gpu_name;    // device 0's, when this LibTorch has CUDA
     int threads = 0;         // intra-op threads in effect
     int blas_threads = 0;    // OpenBLAS's own pool (0: another BLAS)
     int hardware_cores = 0;  // std::thread::hardware_concurrency
     std::string blas;        // the BLAS library actually loaded (from /proc/self/maps)
     std::string cpu_capability;
 };
+
+// The CUDA caching allocator's peaks on one GPU since the last reset, in bytes: what tensors held
+// and what the allocator took from the device. -1 when this LibTorch has no CUDA.
+struct GpuMemoryPeak {
+    std::int64_t allocated = -1;
+    std::int64_t reserved = -1;
+};
+GpuMemoryPeak gpu_memory_peak(int device = 0);
+void reset_gpu_memory_peak(int device = 0);
 
 SystemInfo system_info();
 std::string describe(const SystemInfo& info);

@@ -76,7 +76,7 @@ torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
         out = compat::scaled_dot_product_attention(q, k, v);
     } else {
         const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-        auto scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);
+        auto scores = torch::matmul(q * scale, k.transpose(-2, -1));  // scaled first: fp16 range
         scores.masked_fill_(key_mask.logical_not().view({k.size(0), 1, 1, k.size(2)}),
                             -std::numeric_limits<float>::infinity());
         out = torch::matmul(scores.softmax(-1), v);
@@ -104,8 +104,8 @@ torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
     };
     auto k = torch::cat({per_row(memory_keys), attn.split_heads(attn.to_k(x))}, 2);
     auto v = torch::cat({per_row(memory_values), attn.split_heads(attn.to_v(x))}, 2);
-    auto scores = torch::matmul(q, k.transpose(-2, -1))
-                      .mul_(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    auto scores = torch::matmul(q * scale, k.transpose(-2, -1));  // scaled first: fp16 range
     if (key_mask.defined())
         scores.masked_fill_(key_mask.logical_not().view({rows, 1, 1, k.size(2)}),
                             -std::numeric_limits<float>::infinity());

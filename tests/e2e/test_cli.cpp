@@ -1,4 +1,6 @@
 // The `loopy` executable as a user runs it.
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QtTest>
 
 #include "core/checkpoint.h"
@@ -93,6 +95,49 @@ class CliTest : public QObject {
             found_unet = true;
         }
         QVERIFY(found_unet);
+    }
+
+    // The pipeline benchmark end to end on the CPU; --compare-cpu there compares the CPU with
+    // itself (same weights, same seed): the frames must match.
+    void benchRenderWritesItsFiguresAndComparesWithTheCpu() {
+        QTemporaryDir dir;
+        const QString json = dir.filePath("bench.json");
+        const Run r =
+            loopy_cli({"bench", "render", "--config", "tiny", "--resolution", "64", "--steps", "1",
+                       "--seconds", "0.96", "--compare-cpu", "--json", json});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.contains("first clip against the CPU in float32: PSNR"), qPrintable(r.out));
+        QVERIFY2(!r.out.contains("peak GPU memory"), qPrintable(r.out));
+        QFile f(json);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const QJsonObject j = QJsonDocument::fromJson(f.readAll()).object();
+        QCOMPARE(j["frames"].toInt(), 12);  // the second clip; the first warms up
+        QVERIFY(j["frames_per_second"].toDouble() > 0);
+        QVERIFY(j["median_ms"].toObject()["denoise_step"].toDouble() > 0);
+        QVERIFY(j["denoise_step_gflop"].toDouble() > 0);
+        const QJsonObject cpu = j["first_clip_vs_cpu_float32"].toObject();
+        QVERIFY2(cpu["max_abs_diff"].toInt(-1) == 0, qPrintable(QJsonDocument(cpu).toJson()));
+        QVERIFY(!j.contains("peak_gpu_allocated_mib"));
+    }
+
+    // NHWC convolutions (--channels-last) against the plain path on the CPU: same frames within
+    // rounding (the two use different kernels, so not always bit for bit).
+    void benchRenderChannelsLastMatchesThePlainPath() {
+        QTemporaryDir dir;
+        const QString json = dir.filePath("bench.json");
+        const Run r =
+            loopy_cli({"bench", "render", "--config", "tiny", "--resolution", "64", "--steps", "2",
+                       "--seconds", "0.96", "--channels-last", "--compare-cpu", "--json", json});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.contains("channels last"), qPrintable(r.out));
+        QFile f(json);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const QJsonObject j = QJsonDocument::fromJson(f.readAll()).object();
+        QVERIFY(j["config"].toObject()["channels_last"].toBool());
+        const QJsonObject cpu = j["first_clip_vs_cpu_float32"].toObject();
+        QVERIFY2(cpu["max_abs_diff"].toInt(-1) >= 0 && cpu["max_abs_diff"].toInt() <= 2,
+                 qPrintable(QJsonDocument(cpu).toJson()));
+        QVERIFY2(cpu["psnr_db"].toDouble() > 45, qPrintable(QJsonDocument(cpu).toJson()));
     }
 
     void unknownSubcommandFails() {
