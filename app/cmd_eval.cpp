@@ -15,11 +15,13 @@ struct EvalArgs {
     std::string checkpoint;
     eval::EvalOptions options;
     ModelOptions model;
+    GuidanceOptions guidance;  // given or not: the checkpoint's recommendation fills in
 };
 
 int run_eval(EvalArgs& args) {
     args.options.settings.validate();
     auto model = Model::load(checkpoint_or_default(args.checkpoint), args.model);
+    apply_checkpoint_guidance(*model, args.options.settings, args.guidance);
     ProgressBar bar("eval");
     const auto summary =
         eval::evaluate(model, args.options, [&](int c, int n, const std::string& name) {
@@ -29,8 +31,10 @@ int run_eval(EvalArgs& args) {
     std::cout << summary.markdown << "\nmouth-opening correlation r: model "
               << summary.model_mouth_r << ", static " << summary.static_mouth_r
               << ", VAE round trip " << summary.vae_mouth_r << ", ground truth "
-              << summary.truth_mouth_r << " (" << summary.clips << " clips); report in "
-              << args.options.report << "\n";
+              << summary.truth_mouth_r << " (" << summary.clips << " clips; guidance audio "
+              << args.options.settings.audio_ratio << ", reference "
+              << args.options.settings.reference_ratio << ", " << args.options.settings.steps
+              << " steps); report in " << args.options.report << "\n";
     return 0;
 }
 
@@ -50,9 +54,7 @@ Runner add_eval_command(CLI::App& app) {
     cmd->add_option("--report", args->options.report, "Folder for metrics.md/.csv and images")
         ->required();
     cmd->add_option("--steps", s.steps, "DDIM steps")->capture_default_str();
-    cmd->add_option("--cfg-audio", s.audio_ratio, "Audio guidance ratio")->capture_default_str();
-    cmd->add_option("--cfg-ref", s.reference_ratio, "Reference guidance ratio")
-        ->capture_default_str();
+    args->guidance = add_guidance_options(*cmd, s);
     cmd->add_option("--seed", s.seed, "Noise seed")->capture_default_str();
     cmd->add_option("--max-clips", args->options.max_clips, "Evaluate at most this many clips");
     cmd->add_option("--device", args->model.device, "cpu, cuda or cuda:N")->capture_default_str();

@@ -20,6 +20,7 @@ struct RenderArgs {
     render::RenderJob job;
     ModelOptions model;
     std::vector<int> crop;
+    GuidanceOptions guidance;  // given or not: the checkpoint's recommendation fills in
 };
 
 int run_render(RenderArgs& args) {
@@ -32,6 +33,7 @@ int run_render(RenderArgs& args) {
     }
     if (args.model.threads > 0) set_num_threads(args.model.threads);
     auto model = Model::load(checkpoint_or_default(args.checkpoint), args.model);
+    apply_checkpoint_guidance(*model, args.job.settings, args.guidance);
 
     ProgressBar bar("render");
     render::RenderCallbacks callbacks;
@@ -74,9 +76,7 @@ Runner add_render_command(CLI::App& app) {
     cmd->add_option("--steps", s.steps, "DDIM steps per clip")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
-    cmd->add_option("--cfg-audio", s.audio_ratio, "Audio guidance ratio")->capture_default_str();
-    cmd->add_option("--cfg-ref", s.reference_ratio, "Reference guidance ratio")
-        ->capture_default_str();
+    args->guidance = add_guidance_options(*cmd, s);
     cmd->add_option("--seed", s.seed, "Noise seed")->capture_default_str();
     cmd->add_option("--decoder", s.decoder,
                     "full: the VAE decoder; preview: the fast preview decoder (lower quality; "

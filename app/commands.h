@@ -3,6 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 
+namespace loopy {
+class Model;
+struct GenerationSettings;
+}  // namespace loopy
+
 namespace loopy::cli {
 
 // Returns the function to run when the subcommand was chosen (exit code).
@@ -17,6 +22,16 @@ Runner add_eval_command(CLI::App& app);
 Runner add_train_command(CLI::App& app);
 Runner add_train_vae_command(CLI::App& app);
 Runner add_train_audio_command(CLI::App& app);
+// --cfg-audio and --cfg-ref of `render` and `eval`; ratios left out are filled in from the
+// checkpoint's recommendation (if any) by apply_checkpoint_guidance, which tells the user.
+struct GuidanceOptions {
+    CLI::Option* audio = nullptr;
+    CLI::Option* reference = nullptr;
+};
+GuidanceOptions add_guidance_options(CLI::App& cmd, GenerationSettings& settings);
+void apply_checkpoint_guidance(const Model& model, GenerationSettings& settings,
+                               const GuidanceOptions& given);
+
 // `bench render`, registered on the `bench` subcommand.
 Runner add_bench_render_command(CLI::App& bench);
 // `bench live`, likewise.

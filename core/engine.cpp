@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/safetensors.h"
 #include "core/system.h"
 
 namespace loopy {
@@ -103,7 +104,26 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
     parse_dtype(options.dtype, parse_device(options.device));
     auto network = model::load_loopy_checkpoint(path);
     auto preview = model::load_preview_decoder(path);
-    return std::shared_ptr<Model>(new Model(std::move(network), std::move(preview), options, path));
+    std::shared_ptr<Model> model(new Model(std::move(network), std::move(preview), options, path));
+    model->recommended_guidance_ =
+        model::recommended_guidance(safetensors::File::open(path).header.metadata, path);
+    return model;
+}
+
+bool use_recommended_guidance(const Model& model, GenerationSettings& settings, bool audio_given,
+                              bool reference_given) {
+    const auto& r = model.recommended_guidance();
+    if (!r) return false;
+    bool changed = false;
+    if (!audio_given && settings.audio_ratio != r->audio) {
+        settings.audio_ratio = r->audio;
+        changed = true;
+    }
+    if (!reference_given && settings.reference_ratio != r->reference) {
+        settings.reference_ratio = r->reference;
+        changed = true;
+    }
+    return changed;
 }
 
 std::shared_ptr<Model> Model::from_network(model::LoopyModel network, const ModelOptions& options,

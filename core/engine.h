@@ -17,12 +17,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "model/audio_features.h"
 #include "model/ddim.h"
+#include "model/guidance.h"
 #include "model/loopy_model.h"
 #include "model/preview_decoder.h"
 #include "model/temporal_segment.h"
@@ -79,6 +81,10 @@ class Model {
     torch::ScalarType dtype() const { return dtype_; }
     int resolution() const { return static_cast<int>(config().resolution); }
     const std::string& path() const { return path_; }
+    // The guidance ratios the checkpoint recommends (metadata "loopy.guidance"), if any.
+    const std::optional<model::GuidanceRatios>& recommended_guidance() const {
+        return recommended_guidance_;
+    }
     // The network's forward passes are not re-entrant: sessions take this while they run.
     std::mutex& run_mutex() { return run_mutex_; }
 
@@ -91,6 +97,7 @@ class Model {
     torch::Device device_{torch::kCPU};
     torch::ScalarType dtype_ = torch::kFloat32;
     std::string path_;
+    std::optional<model::GuidanceRatios> recommended_guidance_;
     std::mutex run_mutex_;
 };
 
@@ -201,6 +208,11 @@ class Session {
     SessionStats stats_;
     std::chrono::steady_clock::time_point start_;
 };
+
+// Sets the ratios the user did not give to the checkpoint's recommendation, when it has one;
+// returns whether it changed anything.
+bool use_recommended_guidance(const Model& model, GenerationSettings& settings, bool audio_given,
+                              bool reference_given);
 
 // Converts "cpu" / "cuda" / "cuda:N" and "float32" / "float16" / "bfloat16"; throws loopy::Error
 // for unknown names and CUDA requests when LibTorch has no CUDA.

@@ -1,5 +1,9 @@
 #include "model/guidance.h"
 
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
 #include "core/error.h"
 
 namespace loopy::model {
@@ -50,6 +54,36 @@ torch::Tensor combine_guidance(const torch::Tensor& predictions,
         out = out.defined() ? out + term : term;
     }
     return out.unsqueeze(0);
+}
+
+std::optional<GuidanceRatios> recommended_guidance(const Metadata& metadata,
+                                                   const std::string& source) {
+    const auto it = metadata.find(kGuidanceKey);
+    if (it == metadata.end()) return std::nullopt;
+    const auto bad = [&](const std::string& why) {
+        return Error(source + ": metadata '" + kGuidanceKey + "' " + why +
+                     " (expected {\"audio\": A, \"reference\": R})");
+    };
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(it->second);
+    } catch (const nlohmann::json::exception&) {
+        throw bad("is not valid JSON");
+    }
+    GuidanceRatios r;
+    for (auto [key, value] : {std::pair{"audio", &r.audio}, std::pair{"reference", &r.reference}}) {
+        if (!j.is_object() || !j.contains(key) || !j[key].is_number())
+            throw bad(std::string("has no number '") + key + "'");
+        *value = j[key].get<double>();
+        if (!std::isfinite(*value) || *value < 0 || *value > 100)
+            throw bad(std::string("has '") + key + "' outside 0..100");
+    }
+    return r;
+}
+
+Metadata guidance_metadata(const GuidanceRatios& ratios) {
+    return {{kGuidanceKey,
+             nlohmann::json{{"audio", ratios.audio}, {"reference", ratios.reference}}.dump()}};
 }
 
 }  // namespace loopy::model

@@ -8,8 +8,11 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <optional>
+#include <string>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "model/loopy_unet.h"
 
 namespace loopy::model {
@@ -27,6 +30,18 @@ struct GuidanceWeights {
 torch::Tensor guidance_formula(const torch::Tensor& e_none, const torch::Tensor& e_ref,
                                const torch::Tensor& e_ref_audio, double reference_ratio,
                                double audio_ratio);
+
+// The ratios a checkpoint recommends (what its model card found best), metadata key
+// kGuidanceKey as JSON {"audio": A, "reference": R}; tools use them when the user gives none.
+inline constexpr const char* kGuidanceKey = "loopy.guidance";
+struct GuidanceRatios {
+    double audio = 5.0;  // the method's defaults
+    double reference = 3.0;
+};
+// nullopt without the key; loopy::Error naming `source` when it is malformed.
+std::optional<GuidanceRatios> recommended_guidance(const Metadata& metadata,
+                                                   const std::string& source);
+Metadata guidance_metadata(const GuidanceRatios& ratios);
 
 // Per-item drop flags for a batch holding `passes` (one item each, in order).
 DropFlags guidance_drop_flags(const std::vector<GuidancePass>& passes, torch::Device device);

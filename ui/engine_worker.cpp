@@ -10,6 +10,8 @@
 #include "audio/microphone.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/safetensors.h"
+#include "model/guidance.h"
 #include "model/preview_decoder.h"
 #include "render/live_generator.h"
 #include "render/portrait.h"
@@ -270,6 +272,19 @@ bool EngineWorker::hasPreviewDecoder(const QString& checkpoint) {
         return model::has_preview_decoder(checkpoint.toStdString());
     } catch (const std::exception&) {
         return false;  // the load reports what is wrong with the file
+    }
+}
+
+std::optional<RecommendedGuidance> EngineWorker::recommendedGuidance(const QString& checkpoint) {
+    if (checkpoint.isEmpty()) return std::nullopt;
+    try {
+        const auto path = checkpoint.toStdString();
+        const auto r =
+            model::recommended_guidance(safetensors::File::open(path).header.metadata, path);
+        if (!r) return std::nullopt;
+        return RecommendedGuidance{r->audio, r->reference};
+    } catch (const std::exception&) {
+        return std::nullopt;  // the load reports what is wrong with the file
     }
 }
 

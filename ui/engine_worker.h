@@ -33,6 +33,12 @@ class Model;
 
 namespace loopy::ui {
 
+// The guidance ratios a checkpoint recommends (model/guidance.h), without the engine's types.
+struct RecommendedGuidance {
+    double audio_ratio = 0;
+    double reference_ratio = 0;
+};
+
 // What Session::set_settings takes, without the engine's types.
 struct GuidanceSettings {
     int steps = 25;
@@ -159,6 +165,8 @@ class EngineWorker : public QObject {
     // Whether the checkpoint file holds a fast preview decoder (reads its header only; false
     // for a missing or unreadable file).
     static bool hasPreviewDecoder(const QString& checkpoint);
+    // The guidance ratios the checkpoint recommends (its metadata; nothing for an unreadable file).
+    static std::optional<RecommendedGuidance> recommendedGuidance(const QString& checkpoint);
     static constexpr int kFps = 25;
     static constexpr int kSampleRate = 16000;
 

@@ -52,6 +52,20 @@ GuidancePanel::GuidancePanel(QWidget* parent) : QGroupBox(tr("Guidance"), parent
     grid->addWidget(decoder_, 5, 1, 1, 2);
     connect(decoder_, &QComboBox::currentIndexChanged, this, &GuidancePanel::changed);
     setPreviewAvailable(false);
+
+    recommendation_ = new QLabel(this);
+    recommendation_->setObjectName(QStringLiteral("recommendationLabel"));
+    grid->addWidget(recommendation_, 6, 0, 1, 2);
+    use_recommendation_ = new QPushButton(tr("Use"), this);
+    use_recommendation_->setObjectName(QStringLiteral("useRecommendationButton"));
+    use_recommendation_->setToolTip(tr("Set the CFG ratios to the ones this model was tuned for"));
+    grid->addWidget(use_recommendation_, 6, 2);
+    connect(use_recommendation_, &QPushButton::clicked, this, [this] {
+        if (!recommended_) return;
+        setAudioRatio(recommended_->audio_ratio);
+        setReferenceRatio(recommended_->reference_ratio);
+    });
+    setRecommendation(std::nullopt);
     grid->setColumnStretch(1, 1);
 }
 
@@ -166,6 +180,16 @@ void GuidancePanel::setPreviewAvailable(bool available) {
                        "faster and blurrier. Full VAE: the best picture")
                   : tr("This checkpoint has no fast preview decoder (make one with `loopy "
                        "train-vae --preview`): frames are decoded by the full VAE"));
+}
+
+void GuidancePanel::setRecommendation(const std::optional<RecommendedGuidance>& recommended) {
+    recommended_ = recommended;
+    recommendation_->setVisible(recommended.has_value());
+    use_recommendation_->setVisible(recommended.has_value());
+    if (recommended)
+        recommendation_->setText(tr("This model's choice: audio %1, reference %2")
+                                     .arg(recommended->audio_ratio, 0, 'f', 1)
+                                     .arg(recommended->reference_ratio, 0, 'f', 1));
 }
 
 void GuidancePanel::randomizeSeed() {

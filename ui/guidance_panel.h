@@ -5,6 +5,8 @@
 // live mode.
 #include <QGroupBox>
 
+#include <optional>
+
 #include "ui/engine_worker.h"
 
 class QComboBox;
@@ -13,6 +15,7 @@ class QSlider;
 class QSpinBox;
 class QPushButton;
 class QGridLayout;
+class QLabel;
 
 namespace loopy::ui {
 
@@ -39,6 +42,9 @@ class GuidancePanel : public QGroupBox {
     // Whether the chosen checkpoint has a preview decoder; without one the choice is disabled
     // and falls back to the full VAE decoder.
     void setPreviewAvailable(bool available);
+    // The checkpoint's recommended ratios, offered with a button that applies them; hidden for a
+    // checkpoint without any. The user's ratios are never changed without that click.
+    void setRecommendation(const std::optional<RecommendedGuidance>& recommended);
     void randomizeSeed();
 
     static constexpr double kMaxRatio = 15.0;
@@ -59,6 +65,9 @@ class GuidancePanel : public QGroupBox {
     QSpinBox* live_steps_ = nullptr;
     QSpinBox* seed_ = nullptr;
     QComboBox* decoder_ = nullptr;
+    QLabel* recommendation_ = nullptr;
+    QPushButton* use_recommendation_ = nullptr;
+    std::optional<RecommendedGuidance> recommended_;
 };
 
 }  // namespace loopy::ui

@@ -272,6 +272,7 @@ void MainWindow::connectEngine() {
     // Offer the fast preview decoder only when the checkpoint has one.
     connect(model_, &ModelPanel::changed, this, [this] {
         guidance_->setPreviewAvailable(EngineWorker::hasPreviewDecoder(model_->checkpoint()));
+        guidance_->setRecommendation(EngineWorker::recommendedGuidance(model_->checkpoint()));
     });
 }
 

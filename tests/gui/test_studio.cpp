@@ -285,6 +285,30 @@ class StudioTest : public QObject {
         QVERIFY(!g->previewDecoder());
     }
 
+    // A checkpoint's recommended guidance is offered, applied only on the user's click, and
+    // hidden again for a checkpoint without one.
+    void recommendedGuidanceIsOfferedNotImposed() {
+        const QString tuned = dir_.filePath("tiny64-tuned.safetensors");
+        auto net = loopy::test::random_network(loopy::test::tiny_config(64));
+        loopy::model::save_loopy_checkpoint(tuned.toStdString(), *net,
+                                            loopy::model::guidance_metadata({12.0, 2.5}));
+        auto w = make_window(false);
+        GuidancePanel* g = w->guidancePanel();
+        auto* use = child<QPushButton>(g, "useRecommendationButton");
+        QVERIFY(use->isHidden());
+        g->setAudioRatio(4.0);
+        w->modelPanel()->setCheckpoint(tuned);
+        QVERIFY(!use->isHidden());
+        QVERIFY2(child<QLabel>(g, "recommendationLabel")->text().contains("audio 12.0"),
+                 qPrintable(child<QLabel>(g, "recommendationLabel")->text()));
+        QCOMPARE(g->audioRatio(), 4.0);  // not imposed
+        use->click();
+        QCOMPARE(g->audioRatio(), 12.0);
+        QCOMPARE(g->referenceRatio(), 2.5);
+        w->modelPanel()->setCheckpoint(checkpoint_);
+        QVERIFY(use->isHidden());
+    }
+
     // Each control moved during a generation reaches the running Session (read back from it);
     // a new step count applies from the next clip; Cancel stops the run.
     void guidanceReachesTheSession() {

@@ -282,6 +282,42 @@ class SessionTest : public QObject {
         QVERIFY(max_pixel_difference(eps, v) > 8);
     }
 
+    // A checkpoint may recommend its guidance ratios; the user's ratios win, each on its own.
+    void recommendedGuidanceComesFromTheCheckpoint() {
+        QTemporaryDir dir;
+        auto net = test::random_network(test::micro_config());
+        const auto path = [&](const char* name) { return dir.filePath(name).toStdString(); };
+        model::save_loopy_checkpoint(path("plain.safetensors"), *net);
+        model::save_loopy_checkpoint(path("tuned.safetensors"), *net,
+                                     model::guidance_metadata({12.0, 2.5}));
+        model::save_loopy_checkpoint(path("bad.safetensors"), *net,
+                                     {{model::kGuidanceKey, R"({"audio": "loud"})"}});
+
+        const auto plain = Model::load(path("plain.safetensors"), {});
+        QVERIFY(!plain->recommended_guidance());
+        GenerationSettings s;
+        QVERIFY(!use_recommended_guidance(*plain, s, false, false));
+        QCOMPARE(s.audio_ratio, 5.0);
+
+        const auto tuned = Model::load(path("tuned.safetensors"), {});
+        QVERIFY(tuned->recommended_guidance());
+        QCOMPARE(tuned->recommended_guidance()->audio, 12.0);
+        QCOMPARE(tuned->recommended_guidance()->reference, 2.5);
+        QVERIFY(use_recommended_guidance(*tuned, s, false, false));
+        QCOMPARE(s.audio_ratio, 12.0);
+        QCOMPARE(s.reference_ratio, 2.5);
+        GenerationSettings given;
+        given.audio_ratio = 7.0;  // as if --cfg-audio 7 was given, --cfg-ref not
+        QVERIFY(use_recommended_guidance(*tuned, given, true, false));
+        QCOMPARE(given.audio_ratio, 7.0);
+        QCOMPARE(given.reference_ratio, 2.5);
+
+        const auto message = test::error_of([&] { Model::load(path("bad.safetensors"), {}); });
+        QVERIFY2(
+            test::contains(message, "loopy.guidance") && test::contains(message, "bad.safetensors"),
+            message.c_str());
+    }
+
     void badPortraitSizeIsRefused() {
         std::vector<uint8_t> small(32 * 32 * 3, 0);
         const auto message = test::error_of([&] { Session(model_, small.data(), 32, 32); });
