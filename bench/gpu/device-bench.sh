@@ -3,7 +3,7 @@
 # builds the engine-only `loopy` against that LibTorch, times the sd15 configuration at 512x512
 # and checks the CUDA path against the CPU with the demo model. Prints the figures; logs and JSON
 # go to $OUT/gpu-results.tgz (OUT defaults to ./gpu-out).
-#   bench/gpu/device-bench.sh [build-dir]
+#   bench/gpu/device-bench.sh [build-dir]       (QUICK=1: only the demo check and one sd15 run)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -45,6 +45,14 @@ run() {  # name, time limit, bench render arguments...
 }
 demo=resources/models/loopy-tiny-demo.safetensors
 sd15="--config sd15 --resolution 512 --device cuda"
+if [ -n "${QUICK:-}" ]; then  # a build check: the demo against the CPU and one sd15 run
+    run demo-cuda-fp16 45 -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
+        --compare-cpu
+    run sd15-512-fp16-steps4-cfg3-preview 100 $sd15 --dtype float16 --steps 4 \
+        --decoder preview --seconds 1.92
+    kill $sampler
+    exit 0
+fi
 run sd15-512-fp16-steps4-cfg3-preview 100 $sd15 --dtype float16 --steps 4 --decoder preview \
     --seconds 1.92
 run sd15-512-fp16-steps4-cfg3-preview-nhwc 100 $sd15 --dtype float16 --steps 4 \
