@@ -44,6 +44,17 @@ std::vector<float> bench_audio(double seconds) {
     return x;
 }
 
+std::unique_ptr<Session> bench_session(const std::shared_ptr<Model>& model,
+                                       const GenerationSettings& settings, double seconds) {
+    const int size = model->resolution();
+    const auto portrait = bench_portrait(size);
+    const auto audio = bench_audio(seconds);
+    auto session = std::make_unique<Session>(model, portrait.data(), size, size, settings);
+    session->push_audio(audio.data(), audio.size());
+    session->end_audio();
+    return session;
+}
+
 nlohmann::json machine_json() {
     const auto info = system_info();
     return {{"torch", info.torch_version},

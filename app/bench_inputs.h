@@ -17,6 +17,9 @@ std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::str
                                    int resolution, const ModelOptions& options);
 std::vector<std::uint8_t> bench_portrait(int size);  // a deterministic pattern
 std::vector<float> bench_audio(double seconds);      // 16 kHz, a 200 Hz tone pulsing at 4 Hz
+// A session on bench_portrait with `seconds` of bench_audio, all of it pushed and ended.
+std::unique_ptr<Session> bench_session(const std::shared_ptr<Model>& model,
+                                       const GenerationSettings& settings, double seconds);
 // The machine a `--json` result was measured on (LibTorch, threads, BLAS, CPU kernel level).
 nlohmann::json machine_json();
 long peak_rss_kib();

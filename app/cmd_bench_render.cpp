@@ -36,14 +36,10 @@ struct BenchRenderArgs {
 // The first clip of a fresh session, frame after frame (RGB).
 std::vector<std::uint8_t> first_clip_pixels(const std::shared_ptr<Model>& m,
                                             const GenerationSettings& s) {
-    const auto portrait = bench_portrait(m->resolution());
-    const auto audio = bench_audio(0.48);
-    Session session(m, portrait.data(), m->resolution(), m->resolution(), s);
-    session.push_audio(audio.data(), audio.size());
-    session.end_audio();
     std::vector<std::uint8_t> out;
-    session.generate_clip(
-        [&](const Frame& f) { out.insert(out.end(), f.rgb.begin(), f.rgb.end()); });
+    bench_session(m, s, 0.48)->generate_clip([&](const Frame& f) {
+        out.insert(out.end(), f.rgb.begin(), f.rgb.end());
+    });
     return out;
 }
 
@@ -76,16 +72,12 @@ nlohmann::json compare_with_cpu(const BenchRenderArgs& a, const std::shared_ptr<
 
 // FLOP of one denoising step: one clip with 2 steps minus one clip with 1 step.
 double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) {
-    const auto portrait = bench_portrait(m->resolution());
-    const auto audio = bench_audio(0.48);
     double flop[2];
     for (int steps : {1, 2}) {
         s.steps = steps;
-        Session session(m, portrait.data(), m->resolution(), m->resolution(), s);
-        session.push_audio(audio.data(), audio.size());
-        session.end_audio();
+        const auto session = bench_session(m, s, 0.48);
         FlopCounter counter;
-        session.generate({});
+        session->generate({});
         flop[steps - 1] = counter.flops();
     }
     return flop[1] - flop[0];
@@ -95,14 +87,10 @@ double denoise_step_flop(const std::shared_ptr<Model>& m, GenerationSettings s) 
 // motion frames) and prints its `rows` most expensive operators per denoising step.
 nlohmann::json profile_denoiser(const std::shared_ptr<Model>& m, const GenerationSettings& s,
                                 int rows) {
-    const auto portrait = bench_portrait(m->resolution());
-    const auto audio = bench_audio(0.96);
-    Session session(m, portrait.data(), m->resolution(), m->resolution(), s);
-    session.push_audio(audio.data(), audio.size());
-    session.end_audio();
-    session.generate_clip({});
+    const auto session = bench_session(m, s, 0.96);
+    session->generate_clip({});
     OpProfile profile("loopy::denoising_unet");
-    session.generate_clip({});
+    session->generate_clip({});
     const double steps = s.steps;
     std::cout << "denoiser profile per step (self ms, total ms, calls):\n";
     nlohmann::json out = nlohmann::json::array();
@@ -125,18 +113,14 @@ int run_bench_render(BenchRenderArgs& a) {
     const int gpu = device.is_cuda() ? std::max<int>(0, device.index()) : -1;
     auto m = bench_model(a.checkpoint, a.config, a.resolution, a.model);
     if (gpu >= 0) reset_gpu_memory_peak(gpu);  // after CUDA's start; the weights stay counted
-    const auto portrait = bench_portrait(m->resolution());
-    const auto audio = bench_audio(a.seconds);
-    Session session(m, portrait.data(), m->resolution(), m->resolution(), a.settings);
-    session.push_audio(audio.data(), audio.size());
-    session.end_audio();
-    session.generate_clip({});  // warm-up (allocator, kernels), not timed below
-    const auto warm = session.stats();
+    const auto session = bench_session(m, a.settings, a.seconds);
+    session->generate_clip({});  // warm-up (allocator, kernels), not timed below
+    const auto warm = session->stats();
     const auto start = std::chrono::steady_clock::now();
-    session.generate({});
+    session->generate({});
     const double wall =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto& st = session.stats();
+    const auto& st = session->stats();
     const auto frames = st.frames - warm.frames;
     const double fps = frames / wall;
     const double step_flop = denoise_step_flop(m, a.settings);

@@ -100,13 +100,14 @@ void Model::check_decoder(Decoder decoder) const {
 }
 
 std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
-    // Check the options before reading hundreds of megabytes.
+    // Check the options and the metadata before reading hundreds of megabytes.
     parse_dtype(options.dtype, parse_device(options.device));
+    auto guidance =
+        model::recommended_guidance(safetensors::File::open(path).header.metadata, path);
     auto network = model::load_loopy_checkpoint(path);
     auto preview = model::load_preview_decoder(path);
     std::shared_ptr<Model> model(new Model(std::move(network), std::move(preview), options, path));
-    model->recommended_guidance_ =
-        model::recommended_guidance(safetensors::File::open(path).header.metadata, path);
+    model->recommended_guidance_ = guidance;
     return model;
 }
 
