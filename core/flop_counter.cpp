@@ -56,9 +56,10 @@ double op_flops(std::string_view name, const c10::ArrayRef<const c10::IValue>& i
         const double per_output = product(w->sizes().slice(1));
         return 2.0 * out_elems * per_output;
     }
-    // LibTorch 2.x's fused attention: q [..., Lq, D] k [..., Lk, D] v [..., Lk, Dv] -> q k^T and
-    // p v. The math fallback is made of bmm calls, counted above.
-    if (name == "aten::_scaled_dot_product_flash_attention" ||
+    // Fused attention (LibTorch 2.x's, and the engine's CPU kernel, model/cpu_attention.h):
+    // q [..., Lq, D] k [..., Lk, D] v [..., Lk, Dv] -> q k^T and p v. The math fallback is made of
+    // bmm calls, counted above.
+    if (name == "loopy::cpu_attention" || name == "aten::_scaled_dot_product_flash_attention" ||
         name == "aten::_scaled_dot_product_efficient_attention" ||
         name == "aten::_scaled_dot_product_cudnn_attention" ||
         name == "aten::_scaled_dot_product_flash_attention_for_cpu") {

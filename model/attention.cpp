@@ -6,7 +6,7 @@
 #include <string>
 
 #include "core/error.h"
-#include "core/torch_compat.h"
+#include "model/cpu_attention.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -41,7 +41,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     auto q = split_heads(to_q(x));
     auto k = split_heads(to_k(kv));
     auto v = split_heads(to_v(kv));
-    return out_proj(merge_heads(compat::scaled_dot_product_attention(q, k, v)));
+    return out_proj(merge_heads(attention_product(q, k, v)));
 }
 
 // --- FeedForward ---

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/torch_compat.h"
 #include "model/config_json.h"
+#include "model/cpu_attention.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -117,7 +118,7 @@ torch::Tensor VaeAttentionImpl::forward(const torch::Tensor& x) {
     auto q = to_q(tokens).unsqueeze(1);                               // [B, 1, L, C]
     auto k = to_k(tokens).unsqueeze(1);
     auto v = to_v(tokens).unsqueeze(1);
-    auto attended = compat::scaled_dot_product_attention(q, k, v).squeeze(1);
+    auto attended = attention_product(q, k, v).squeeze(1);
     auto out = to_out[0]->as<nn::Linear>()->forward(attended);  // [B, L, C]
     return x + out.transpose(1, 2).reshape({b, c, h, w});
 }

@@ -3,12 +3,10 @@
 #include <ATen/record_function.h>
 
 #include <array>
-#include <cmath>
-#include <limits>
 #include <map>
 
 #include "core/error.h"
-#include "core/torch_compat.h"
+#include "model/cpu_attention.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -71,22 +69,11 @@ torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
     auto q = attn.split_heads(attn.to_q(x));
     auto k = attn.split_heads(attn.to_k(context));
     auto v = attn.split_heads(attn.to_v(context));
-    torch::Tensor out;
-    if (!key_mask.defined()) {
-        out = compat::scaled_dot_product_attention(q, k, v);
-    } else {
-        const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-        auto scores = torch::matmul(q * scale, k.transpose(-2, -1));  // scaled first: fp16 range
-        scores.masked_fill_(key_mask.logical_not().view({k.size(0), 1, 1, k.size(2)}),
-                            -std::numeric_limits<float>::infinity());
-        out = torch::matmul(scores.softmax(-1), v);
-    }
-    return attn.out_proj(attn.merge_heads(out));
+    return attn.out_proj(attn.merge_heads(attention_product(q, k, v, key_mask)));
 }
 
 // masked_attention over the keys [memory ; x] when the memory's keys and values are given,
-// [MB*s, heads, M, d] with MB = `batch` or 1 (shared by every item); x [batch*s, L, dim]. One
-// product per side, as in masked_attention: Debian's bmm costs about a microsecond per matrix.
+// [MB*s, heads, M, d] with MB = `batch` or 1 (shared by every item); x [batch*s, L, dim].
 torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
                                     const torch::Tensor& memory_keys,
                                     const torch::Tensor& memory_values, int64_t batch,
@@ -104,12 +91,7 @@ torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
     };
     auto k = torch::cat({per_row(memory_keys), attn.split_heads(attn.to_k(x))}, 2);
     auto v = torch::cat({per_row(memory_values), attn.split_heads(attn.to_v(x))}, 2);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    auto scores = torch::matmul(q * scale, k.transpose(-2, -1));  // scaled first: fp16 range
-    if (key_mask.defined())
-        scores.masked_fill_(key_mask.logical_not().view({rows, 1, 1, k.size(2)}),
-                            -std::numeric_limits<float>::infinity());
-    return attn.out_proj(attn.merge_heads(torch::matmul(scores.softmax(-1), v)));
+    return attn.out_proj(attn.merge_heads(attention_product(q, k, v, key_mask)));
 }
 
 // bool [B] from an optional per-item flag.

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/torch_compat.h"
 #include "model/config_json.h"
+#include "model/cpu_attention.h"
 
 namespace loopy::model {
 namespace fs = std::filesystem;
@@ -184,8 +185,7 @@ torch::Tensor Wav2Vec2AttentionImpl::forward(const torch::Tensor& x) {
     auto split = [&](const torch::Tensor& t) {
         return t.view({batch, length, heads, hidden / heads}).transpose(1, 2);
     };
-    auto out =
-        compat::scaled_dot_product_attention(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)));
+    auto out = attention_product(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)));
     return out_proj(out.transpose(1, 2).reshape({batch, length, hidden}));
 }
 

@@ -1,8 +1,14 @@
 // The engine's generation session (core/engine.h) with random-weight tiny models: guidance,
 // motion history, streaming, caching, determinism, settings changes and cancellation.
+#include <ATen/record_function.h>
 #include <QtTest>
 
+#include <atomic>
+
 #include "core/engine.h"
+#include "core/flop_counter.h"
+#include "core/resources.h"
+#include "model/cpu_attention.h"
 #include "model/guidance.h"
 #include "model/temporal_segment.h"
 #include "pipeline/tiny_model.h"
@@ -316,6 +322,49 @@ class SessionTest : public QObject {
         QVERIFY2(
             test::contains(message, "loopy.guidance") && test::contains(message, "bad.safetensors"),
             message.c_str());
+    }
+
+    // The CPU attention kernel (model/cpu_attention.h) against LibTorch's operators through whole
+    // clips of the trained demo model, whose attention is sharp (most weights near zero).
+    void cpuAttentionKernelKeepsTheDemoModelsFrames() {
+        const auto checkpoint = default_checkpoint();
+        QVERIFY2(!checkpoint.empty(), "the demo model is part of the source tree");
+        const auto model = Model::load(checkpoint, {});
+        const int size = model->resolution();
+        static std::atomic<int> kernel_calls{0};
+        const auto handle = at::addThreadLocalCallback(
+            at::RecordFunctionCallback([](const at::RecordFunction& fn)
+                                           -> std::unique_ptr<at::ObserverContext> {
+                if (std::string(fn.name()) == "loopy::cpu_attention") ++kernel_calls;
+                return nullptr;
+            }).scopes({at::RecordScope::FUNCTION}));
+        auto run = [&](bool kernel, double* flops) {
+            model::set_cpu_attention_enabled(kernel);
+            FlopCounter counter;
+            Session session(model, test::test_portrait(size).data(), size, size, fast_settings(4));
+            Output out;
+            const auto audio = test::test_audio(0.96);
+            session.push_audio(audio.data(), audio.size());
+            session.end_audio();
+            session.generate([&](const Frame& f) { out.frames.push_back(f); });
+            *flops = counter.flops();
+            return out;
+        };
+        double flops_kernel = 0, flops_libtorch = 0;
+        const auto with_kernel = run(true, &flops_kernel);
+        const int calls = kernel_calls.exchange(0);
+        const auto without = run(false, &flops_libtorch);
+        at::removeCallback(handle);
+        model::set_cpu_attention_enabled(true);
+        QVERIFY2(calls > 0, "the kernel never ran");
+        QCOMPARE(kernel_calls.load(), 0);
+        QCOMPARE(with_kernel.frames.size(), size_t(24));
+        QCOMPARE(without.frames.size(), with_kernel.frames.size());
+        const int worst = max_pixel_difference(with_kernel, without);
+        QVERIFY2(worst <= 2, qPrintable(QString("frames differ by up to %1/255").arg(worst)));
+        // `bench render` counts the kernel's products like LibTorch's.
+        QVERIFY2(std::abs(flops_kernel - flops_libtorch) <= 1e-6 * flops_libtorch,
+                 qPrintable(QString("%1 vs %2 FLOP").arg(flops_kernel).arg(flops_libtorch)));
     }
 
     void badPortraitSizeIsRefused() {

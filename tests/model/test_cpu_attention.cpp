@@ -1,0 +1,155 @@
+// The engine's CPU attention kernel (model/cpu_attention.h) against LibTorch's operators: every
+// path of the kernel (unrolled head widths, the scalar width, short and long key rows, masks,
+// strided and broadcast inputs), and its refusal of inputs it must leave to LibTorch.
+#include <torch/torch.h>
+#include <QtTest>
+
+#include <limits>
+
+#include "model/cpu_attention.h"
+
+using namespace loopy::model;
+
+namespace {
+
+// softmax(q k^T / sqrt(d) + mask) v in LibTorch's own operators, in double precision.
+torch::Tensor reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask) {
+    const auto qd = q.to(torch::kFloat64), kd = k.to(torch::kFloat64), vd = v.to(torch::kFloat64);
+    auto scores = torch::matmul(qd, kd.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
+    if (mask.defined())
+        scores.masked_fill_(mask.logical_not().view({k.size(0), 1, 1, k.size(2)}),
+                            -std::numeric_limits<double>::infinity());
+    return torch::matmul(scores.softmax(-1), vd).to(torch::kFloat32);
+}
+
+// q/k/v as the model makes them: heads split out of [B, L, H*D] (strided, not contiguous).
+torch::Tensor heads_view(int64_t b, int64_t l, int64_t h, int64_t d, double scale = 1.0) {
+    return (torch::randn({b, l, h, d}) * scale).transpose(1, 2);
+}
+
+class Enabled {  // restores the switch whatever a test does
+  public:
+    explicit Enabled(bool on) : before_(cpu_attention_enabled()) { set_cpu_attention_enabled(on); }
+    ~Enabled() { set_cpu_attention_enabled(before_); }
+
+  private:
+    bool before_;
+};
+
+}  // namespace
+
+class CpuAttentionTest : public QObject {
+    Q_OBJECT
+  private Q_SLOTS:
+    void matchesLibTorch_data() {
+        QTest::addColumn<int>("batch");
+        QTest::addColumn<int>("heads");
+        QTest::addColumn<int>("lq");
+        QTest::addColumn<int>("lk");
+        QTest::addColumn<int>("dim");
+        QTest::addColumn<bool>("masked");
+        // Temporal (12 frames, 20 motion frames + 12), spatial with reference keys, audio tokens,
+        // a width without an unrolled loop (12), wide heads, rows not a whole number of vectors.
+        QTest::newRow("intra-clip d8") << 48 << 2 << 12 << 12 << 8 << false;
+        QTest::newRow("inter-clip d8 masked") << 48 << 2 << 12 << 32 << 8 << true;
+        QTest::newRow("inter-clip d16 masked") << 12 << 2 << 12 << 32 << 16 << true;
+        QTest::newRow("spatial long rows d8") << 3 << 2 << 64 << 128 << 8 << false;
+        QTest::newRow("spatial long rows d16 masked") << 3 << 2 << 16 << 96 << 16 << true;
+        QTest::newRow("audio one query") << 64 << 2 << 1 << 40 << 8 << false;
+        QTest::newRow("scalar width 12") << 5 << 3 << 7 << 70 << 12 << true;
+        QTest::newRow("d40 long rows") << 2 << 2 << 9 << 77 << 40 << false;
+        QTest::newRow("d64 odd rows") << 2 << 1 << 5 << 13 << 64 << true;
+        QTest::newRow("d32 long rows masked") << 2 << 2 << 9 << 100 << 32 << true;
+    }
+
+    void matchesLibTorch() {
+        QFETCH(int, batch);
+        QFETCH(int, heads);
+        QFETCH(int, lq);
+        QFETCH(int, lk);
+        QFETCH(int, dim);
+        QFETCH(bool, masked);
+        torch::manual_seed(batch * 131 + lk);
+        torch::NoGradGuard no_grad;
+        // Scaled up so that the softmax is sharp, as trained attention is: most weights tiny.
+        const auto q = heads_view(batch, lq, heads, dim, 3.0),
+                   k = heads_view(batch, lk, heads, dim), v = heads_view(batch, lk, heads, dim);
+        torch::Tensor mask;
+        if (masked) {
+            mask = torch::rand({batch, lk}) > 0.5;
+            mask.select(1, lk - 1).fill_(true);  // every row keeps a key
+        }
+        QVERIFY(cpu_attention_applies(q, k, v));
+        const auto got = cpu_attention(q, k, v, mask);
+        QCOMPARE(got.sizes().vec(), q.sizes().vec());
+        const double diff = (got - reference(q, k, v, mask)).abs().max().item<double>();
+        QVERIFY2(diff < 2e-5, qPrintable(QString("max difference %1").arg(diff)));
+        // merge_heads of the result is free: it is [B, Lq, H, D] underneath.
+        QVERIFY(got.transpose(1, 2).is_contiguous());
+    }
+
+    void maskedKeysHaveNoInfluence() {
+        torch::NoGradGuard no_grad;
+        const auto q = heads_view(4, 12, 2, 8), k = heads_view(4, 80, 2, 8);
+        auto v = heads_view(4, 80, 2, 8).contiguous();
+        auto mask = torch::ones({4, 80}, torch::kBool);
+        mask.narrow(1, 0, 50).fill_(false);
+        const auto before = cpu_attention(q, k, v, mask);
+        v.narrow(2, 0, 50).fill_(1e30);  // what the masked keys hold must not matter
+        const auto after = cpu_attention(q, k, v, mask);
+        QVERIFY(torch::equal(before, after));
+        QVERIFY(torch::isfinite(after).all().item<bool>());
+    }
+
+    void broadcastBatchIsRead() {
+        torch::NoGradGuard no_grad;
+        // Keys and values shared by every item (stride 0), as the motion memory is.
+        const auto q = heads_view(6, 12, 2, 8);
+        const auto k = heads_view(1, 20, 2, 8).expand({6, 2, 20, 8});
+        const auto v = heads_view(1, 20, 2, 8).expand({6, 2, 20, 8});
+        const double diff =
+            (cpu_attention(q, k, v) - reference(q, k, v, {})).abs().max().item<double>();
+        QVERIFY(diff < 2e-5);
+    }
+
+    void attentionProductTakesTheKernelOrLibTorch() {
+        torch::NoGradGuard no_grad;
+        const auto q = heads_view(8, 12, 2, 8), k = heads_view(8, 32, 2, 8),
+                   v = heads_view(8, 32, 2, 8);
+        torch::Tensor with_kernel, without;
+        {
+            Enabled on(true);
+            with_kernel = attention_product(q, k, v);
+        }
+        {
+            Enabled off(false);
+            QVERIFY(!cpu_attention_applies(q, k, v));
+            without = attention_product(q, k, v);
+        }
+        QVERIFY((with_kernel - without).abs().max().item<double>() < 2e-5);
+    }
+
+    void leavesAutogradAndOtherTypesToLibTorch() {
+        Enabled on(true);
+        auto q = heads_view(2, 12, 2, 8).detach().requires_grad_(true);
+        const auto k = heads_view(2, 12, 2, 8), v = heads_view(2, 12, 2, 8);
+        QVERIFY(!cpu_attention_applies(q, k, v));  // training: gradients must flow
+        auto out = attention_product(q, k, v);
+        out.sum().backward();
+        QVERIFY(q.grad().defined());
+        {
+            torch::NoGradGuard no_grad;
+            QVERIFY(cpu_attention_applies(q, k, v));
+        }
+        QVERIFY(!cpu_attention_applies(q.detach().to(torch::kFloat64), k.to(torch::kFloat64),
+                                       v.to(torch::kFloat64)));
+        // Wide heads over long rows (SD 1.5's VAE attention): BLAS does these better.
+        const auto wide = torch::randn({1, 1, 1024, 512});
+        QVERIFY(!cpu_attention_applies(wide, wide, wide));
+        QVERIFY_EXCEPTION_THROWN(cpu_attention(wide, wide, wide), std::exception);
+    }
+};
+
+QTEST_APPLESS_MAIN(CpuAttentionTest)
+#include "test_cpu_attention.moc"
