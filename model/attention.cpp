@@ -58,7 +58,9 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
     auto parts = proj(x).chunk(2, -1);
-    return out(parts[0] * torch::gelu(parts[1]));
+    // The gate is a strided half of proj's rows; LibTorch 1.13's CPU gelu falls back to scalar
+    // code for strided input (4.5 ms against 0.6 ms with the copy, for 9216 x 64 on 2 threads).
+    return out(parts[0] * torch::gelu(parts[1].contiguous()));
 }
 
 // --- SinusoidalPositionalEmbedding ---
