@@ -30,6 +30,13 @@ const at::Tensor* tensor_arg(const c10::ArrayRef<const c10::IValue>& inputs, std
 
 // FLOPs of the leaf products; composite ops (linear, matmul, conv2d) end in one of these.
 double op_flops(std::string_view name, const c10::ArrayRef<const c10::IValue>& inputs) {
+    // loopy::linear: the engine's row-split Linear (model/cpu_linear.h), inputs (x, weight).
+    if (name == "loopy::linear") {
+        const at::Tensor* x = tensor_arg(inputs, 0);
+        const at::Tensor* w = tensor_arg(inputs, 1);
+        if (!x || !w || w->dim() != 2) return 0;
+        return 2.0 * product(x->sizes()) * static_cast<double>(w->size(0));
+    }
     if (name == "aten::mm" || name == "aten::addmm" || name == "aten::bmm" ||
         name == "aten::baddbmm") {
         const bool has_bias = name == "aten::addmm" || name == "aten::baddbmm";

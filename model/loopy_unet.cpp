@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_linear.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -66,10 +67,10 @@ class KeyValueHooks {
 // (undefined: no mask). Every row must keep at least one key.
 torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
                                const torch::Tensor& context, const torch::Tensor& key_mask) {
-    auto q = attn.split_heads(attn.to_q(x));
-    auto k = attn.split_heads(attn.to_k(context));
-    auto v = attn.split_heads(attn.to_v(context));
-    return attn.out_proj(attn.merge_heads(attention_product(q, k, v, key_mask)));
+    auto q = attn.split_heads(forward_linear(attn.to_q, x));
+    auto k = attn.split_heads(forward_linear(attn.to_k, context));
+    auto v = attn.split_heads(forward_linear(attn.to_v, context));
+    return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, k, v, key_mask)));
 }
 
 // masked_attention over the keys [memory ; x] when the memory's keys and values are given,
@@ -78,7 +79,7 @@ torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
                                     const torch::Tensor& memory_keys,
                                     const torch::Tensor& memory_values, int64_t batch,
                                     const torch::Tensor& key_mask) {
-    auto q = attn.split_heads(attn.to_q(x));
+    auto q = attn.split_heads(forward_linear(attn.to_q, x));
     const int64_t rows = q.size(0);
     auto per_row = [&](const torch::Tensor& t) {  // [MB*s, ...] -> [batch*s, ...]
         if (t.size(0) == rows) return t;
@@ -89,9 +90,10 @@ torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
         full[0] = 1;
         return t.view(full).expand(shape).reshape({rows, t.size(1), t.size(2), t.size(3)});
     };
-    auto k = torch::cat({per_row(memory_keys), attn.split_heads(attn.to_k(x))}, 2);
-    auto v = torch::cat({per_row(memory_values), attn.split_heads(attn.to_v(x))}, 2);
-    return attn.out_proj(attn.merge_heads(attention_product(q, k, v, key_mask)));
+    auto k = torch::cat({per_row(memory_keys), attn.split_heads(forward_linear(attn.to_k, x))}, 2);
+    auto v =
+        torch::cat({per_row(memory_values), attn.split_heads(forward_linear(attn.to_v, x))}, 2);
+    return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, k, v, key_mask)));
 }
 
 // bool [B] from an optional per-item flag.
@@ -234,7 +236,7 @@ torch::Tensor InterClipTemporalLayerImpl::memory_tokens(const torch::Tensor& mot
     // Per-frame statistics: missing (zero) history frames must not shift the others'.
     auto mem = norm(motion.reshape({mb * m, c, height, width}));
     mem = mem.reshape({mb, m, c, height, width}).permute({0, 3, 4, 1, 2}).reshape({mb * s, m, c});
-    return proj_in(mem) + type_embedding[0];
+    return forward_linear(proj_in, mem) + type_embedding[0];
 }
 
 MotionKeyValues InterClipTemporalLayerImpl::prepare(const torch::Tensor& motion) {
@@ -270,7 +272,7 @@ torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_
     // The clip's GroupNorm statistics span its frames, as in AnimateDiff's motion modules.
     auto clip = norm(x.reshape({b, num_frames, c, height, width}).permute({0, 2, 1, 3, 4}));
     clip = clip.permute({0, 3, 4, 2, 1}).reshape({b * s, num_frames, c});
-    clip = proj_in(clip) + type_embedding[1];
+    clip = forward_linear(proj_in, clip) + type_embedding[1];
 
     torch::Tensor memory, key_mask;
     const bool any_present = motion.defined() && (!mask.defined() || mask.any().item<bool>());
@@ -294,7 +296,9 @@ torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_
         clip = any_present && prepared
                    ? prepared_block_forward(*block, clip, b, *prepared, next, key_mask)
                    : block_forward(*block, clip, memory, key_mask);
-    auto out = proj_out(clip).reshape({b, height, width, num_frames, c}).permute({0, 3, 4, 1, 2});
+    auto out = forward_linear(proj_out, clip)
+                   .reshape({b, height, width, num_frames, c})
+                   .permute({0, 3, 4, 1, 2});
     return out.reshape({bf, c, height, width}) + x;
 }
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "model/cpu_linear.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -100,10 +101,10 @@ torch::Tensor TransformerTemporalModelImpl::forward(const torch::Tensor& x, int6
     auto h = norm(x.reshape({b, num_frames, c, height, width}).permute({0, 2, 1, 3, 4}));
     // One sequence of num_frames tokens per (video, y, x).
     h = h.permute({0, 3, 4, 2, 1}).reshape({b * height * width, num_frames, c});
-    h = proj_in(h);
+    h = forward_linear(proj_in, h);
     for (auto& block : blocks)
         h = block(h);
-    h = proj_out(h);
+    h = forward_linear(proj_out, h);
     h = h.reshape({b, height, width, num_frames, c}).permute({0, 3, 4, 1, 2});
     return h.reshape({bf, c, height, width}) + x;
 }

@@ -1,12 +1,17 @@
-// The engine's CPU attention kernel (model/cpu_attention.h) against LibTorch's operators: every
-// path of the kernel (unrolled head widths, the scalar width, short and long key rows, masks,
-// strided and broadcast inputs), and its refusal of inputs it must leave to LibTorch.
+// The engine's CPU kernels against LibTorch's operators: the attention kernel
+// (model/cpu_attention.h) on every path (unrolled head widths, the scalar width, short and long
+// key rows, masks, strided and broadcast inputs) and its refusal of inputs it must leave to
+// LibTorch; the row-split Linear (model/cpu_linear.h).
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <QtTest>
 
+#include <atomic>
 #include <limits>
 
+#include "core/system.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_linear.h"
 
 using namespace loopy::model;
 
@@ -148,6 +153,43 @@ class CpuAttentionTest : public QObject {
         const auto wide = torch::randn({1, 1, 1024, 512});
         QVERIFY(!cpu_attention_applies(wide, wide, wide));
         QVERIFY_EXCEPTION_THROWN(cpu_attention(wide, wide, wide), std::exception);
+    }
+
+    void rowSplitLinearMatchesTheLayer() {
+        torch::manual_seed(3);
+        loopy::set_num_threads(2);  // as the engine runs: 2 OpenMP threads, OpenBLAS at 1
+        static std::atomic<int> splits{0};
+        const auto handle = at::addThreadLocalCallback(
+            at::RecordFunctionCallback([](const at::RecordFunction& fn)
+                                           -> std::unique_ptr<at::ObserverContext> {
+                if (std::string(fn.name()) == "loopy::linear") ++splits;
+                return nullptr;
+            }).scopes({at::RecordScope::FUNCTION}));
+        torch::nn::Linear with_bias(16, 128), no_bias(torch::nn::LinearOptions(64, 16).bias(false));
+        const auto x = torch::randn({9216, 16});
+        const auto tokens = torch::randn({48, 16, 12, 64}).permute({0, 2, 1, 3});  // strided
+        c10::InferenceMode inference;  // the worker threads must run in it too
+        for (auto [layer, input] : {std::pair{&with_bias, x}, std::pair{&no_bias, tokens}}) {
+            set_parallel_linear_enabled(false);
+            const auto plain = (*layer)(input);
+            set_parallel_linear_enabled(true);
+            const int before = splits.load();
+            const auto split = forward_linear(*layer, input);
+            QCOMPARE(splits.load(), before + 1);
+            QCOMPARE(split.sizes().vec(), plain.sizes().vec());
+            const double diff = (split - plain).abs().max().item<double>();
+            QVERIFY2(diff <= 1e-6, qPrintable(QString("max difference %1").arg(diff)));
+        }
+        at::removeCallback(handle);
+    }
+
+    void rowSplitLinearLeavesAutogradToTheLayer() {
+        torch::nn::Linear layer(16, 32);
+        const auto x = torch::randn({4096, 16});
+        auto y = forward_linear(layer, x);  // parameters record gradients: the layer's own path
+        QVERIFY(y.requires_grad());
+        y.sum().backward();
+        QVERIFY(layer->weight.grad().defined());
     }
 };
 

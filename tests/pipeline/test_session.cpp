@@ -9,6 +9,7 @@
 #include "core/flop_counter.h"
 #include "core/resources.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_linear.h"
 #include "model/guidance.h"
 #include "model/temporal_segment.h"
 #include "pipeline/tiny_model.h"
@@ -324,22 +325,27 @@ class SessionTest : public QObject {
             message.c_str());
     }
 
-    // The CPU attention kernel (model/cpu_attention.h) against LibTorch's operators through whole
-    // clips of the trained demo model, whose attention is sharp (most weights near zero).
-    void cpuAttentionKernelKeepsTheDemoModelsFrames() {
+    // The CPU kernels (model/cpu_attention.h, model/cpu_linear.h) against LibTorch's operators
+    // through whole clips of the trained demo model, whose attention is sharp.
+    void cpuKernelsKeepTheDemoModelsFrames() {
         const auto checkpoint = default_checkpoint();
         QVERIFY2(!checkpoint.empty(), "the demo model is part of the source tree");
-        const auto model = Model::load(checkpoint, {});
+        ModelOptions options;
+        options.threads = 2;  // the row-split linears need two, on any machine
+        const auto model = Model::load(checkpoint, options);
         const int size = model->resolution();
-        static std::atomic<int> kernel_calls{0};
+        static std::atomic<int> kernel_calls{0}, linear_calls{0};
         const auto handle = at::addThreadLocalCallback(
             at::RecordFunctionCallback([](const at::RecordFunction& fn)
                                            -> std::unique_ptr<at::ObserverContext> {
-                if (std::string(fn.name()) == "loopy::cpu_attention") ++kernel_calls;
+                const std::string name = fn.name();
+                if (name == "loopy::cpu_attention") ++kernel_calls;
+                if (name == "loopy::linear") ++linear_calls;
                 return nullptr;
             }).scopes({at::RecordScope::FUNCTION}));
         auto run = [&](bool kernel, double* flops) {
             model::set_cpu_attention_enabled(kernel);
+            model::set_parallel_linear_enabled(kernel);
             FlopCounter counter;
             Session session(model, test::test_portrait(size).data(), size, size, fast_settings(4));
             Output out;
@@ -352,12 +358,15 @@ class SessionTest : public QObject {
         };
         double flops_kernel = 0, flops_libtorch = 0;
         const auto with_kernel = run(true, &flops_kernel);
-        const int calls = kernel_calls.exchange(0);
+        const int calls = kernel_calls.exchange(0), linears = linear_calls.exchange(0);
         const auto without = run(false, &flops_libtorch);
         at::removeCallback(handle);
         model::set_cpu_attention_enabled(true);
+        model::set_parallel_linear_enabled(true);
         QVERIFY2(calls > 0, "the kernel never ran");
         QCOMPARE(kernel_calls.load(), 0);
+        QVERIFY2(linears > 0, "no linear layer was split over the threads");
+        QCOMPARE(linear_calls.load(), 0);
         QCOMPARE(with_kernel.frames.size(), size_t(24));
         QCOMPARE(without.frames.size(), with_kernel.frames.size());
         const int worst = max_pixel_difference(with_kernel, without);

@@ -1,0 +1,83 @@
+#include "model/cpu_linear.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "core/system.h"
+
+namespace loopy::model {
+
+namespace {
+
+// Below this many rows one BLAS call is cheaper than waking the second thread.
+constexpr int64_t kMinRows = 2048;
+
+std::atomic<bool>& enabled_flag() {
+    static std::atomic<bool> flag{[] {
+        const char* env = std::getenv("LOOPY_PARALLEL_LINEAR");
+        return !(env && std::string(env) == "0");
+    }()};
+    return flag;
+}
+
+bool splits(const torch::nn::LinearImpl& layer, const torch::Tensor& x) {
+    if (!parallel_linear_enabled() || at::get_num_threads() < 2 || at::in_parallel_region())
+        return false;
+    // Only with OpenBLAS on one thread (the engine's default): a larger pool would serialise the
+    // blocks' calls and fight the OpenMP threads.
+    if (blas_threads() > 1) return false;
+    if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || x.dim() < 2 ||
+        layer.weight.scalar_type() != torch::kFloat32 || !layer.weight.device().is_cpu())
+        return false;
+    if (torch::GradMode::is_enabled() && (x.requires_grad() || layer.weight.requires_grad()))
+        return false;
+    return x.numel() / x.size(-1) >= kMinRows;
+}
+
+}  // namespace
+
+void set_parallel_linear_enabled(bool enabled) {
+    enabled_flag().store(enabled);
+}
+
+bool parallel_linear_enabled() {
+    return enabled_flag().load();
+}
+
+torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
+    if (!splits(*layer, x)) return layer(x);
+    const auto weight = layer->weight.detach();  // no autograd is recording (splits())
+    const auto bias = layer->bias.defined() ? layer->bias.detach() : torch::Tensor();
+    const int64_t in = x.size(-1), out_features = weight.size(0);
+    const auto rows = x.reshape({-1, in});
+    // One record in the calling thread for `--profile` and the FLOP counter, whose callbacks are
+    // per thread; the blocks' own products are not recorded, or the caller's would count twice.
+    RECORD_FUNCTION("loopy::linear", std::vector<c10::IValue>({rows, weight}));
+    auto y = torch::empty({rows.size(0), out_features}, x.options());
+    const auto wt = weight.t();
+    const int64_t threads = at::get_num_threads();
+    const int64_t grain = (rows.size(0) + threads - 1) / threads;
+    // OpenMP's threads do not inherit the caller's thread-local state (inference mode, grad mode):
+    // the blocks run with the caller's.
+    const at::ThreadLocalState caller_state;
+    at::parallel_for(0, rows.size(0), grain, [&](int64_t begin, int64_t end) {
+        at::ThreadLocalStateGuard same_state(caller_state);
+        at::RecordFunctionGuard unrecorded(false);
+        auto block = y.narrow(0, begin, end - begin);
+        const auto input = rows.narrow(0, begin, end - begin);
+        if (bias.defined())
+            at::addmm_out(block, bias, input, wt);
+        else
+            at::mm_out(block, input, wt);
+    });
+    auto shape = x.sizes().vec();
+    shape.back() = out_features;
+    return y.view(shape);
+}
+
+}  // namespace loopy::model

@@ -1,0 +1,20 @@
+#pragma once
+// Linear layers with their rows split over the CPU's intra-op threads.
+//
+// The engine keeps OpenBLAS at one thread (core/system.cpp: its pool and OpenMP's spin against
+// each other), so every product of a Linear ran on one core while the other waited. Splitting
+// the rows gives each OpenMP thread its own single-threaded BLAS call on a block of rows; the
+// result is bit-identical (each row is computed by the same kernel either way).
+#include <torch/torch.h>
+
+namespace loopy::model {
+
+// layer(x) for x [..., in_features]; rows split over the threads when x is a CPU float32
+// tensor of at least a few thousand rows, no autograd is recording and the switch is on.
+torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
+
+// On unless LOOPY_PARALLEL_LINEAR=0; set between runs, not while a model runs.
+void set_parallel_linear_enabled(bool enabled);
+bool parallel_linear_enabled();
+
+}  // namespace loopy::model
