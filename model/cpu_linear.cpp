@@ -36,7 +36,7 @@ bool splits(const torch::nn::LinearImpl& layer, const torch::Tensor& x) {
         return false;
     if (torch::GradMode::is_enabled() && (x.requires_grad() || layer.weight.requires_grad()))
         return false;
-    return x.numel() / x.size(-1) >= kMinRows;
+    return x.size(-1) > 0 && x.numel() / x.size(-1) >= kMinRows;
 }
 
 }  // namespace
