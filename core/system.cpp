@@ -29,8 +29,10 @@ using BlasGetThreads = int (*)();
 BlasSetThreads blas_setter() {
     return reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
 }
-BlasGetThreads blas_getter() {
-    return reinterpret_cast<BlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+BlasGetThreads blas_getter() {  // looked up once: model/cpu_linear.cpp asks on every layer
+    static const auto getter =
+        reinterpret_cast<BlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    return getter;
 }
 
 // OpenBLAS threads while the engine runs. LibTorch parallelises with OpenMP; OpenBLAS (Debian's

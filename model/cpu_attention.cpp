@@ -24,7 +24,7 @@
 #define LOOPY_HAVE_AVX2_KERNEL 0
 #endif
 #if defined(__GNUC__)
-#define LOOPY_INLINE inline __attribute__((always_inline))  // compiled into each clone
+#define LOOPY_INLINE inline __attribute__((always_inline))  // compiled into each copy
 #else
 #define LOOPY_INLINE inline
 #endif
@@ -46,7 +46,7 @@ struct MatrixView {
     const float* q;
     const float* k;
     const float* v;
-    float* out;            // row i at out + i * out_row_stride
+    float* out;            // row i at out + i * out_row
     const bool* key_mask;  // [Lk] or null
     int64_t q_row, k_row, v_row, out_row;
 };
@@ -59,8 +59,8 @@ struct Shape {
 // The vectors never cross a non-inlined call, so the ABI of passing them does not matter.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-// Eight floats: GCC/Clang vector extensions, lowered to AVX2 in the haswell clone and to SSE
-// pairs in the portable one.
+// Eight floats: GCC/Clang vector extensions, lowered to AVX2 in the AVX2 copy and to SSE pairs
+// in the portable one.
 typedef float Vec8 __attribute__((vector_size(32)));
 typedef int32_t Int8 __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 8;
@@ -248,29 +248,32 @@ LOOPY_INLINE void attend_rows(const MatrixView& m, const Shape& s, Scratch& scra
     }
 }
 
-// The head widths of SD 1.5 (40, 80, 160 over 8 heads... and 64), AnimateDiff and the tiny
-// configuration get unrolled loops; any other width the scalar path.
-#define LOOPY_ATTEND_BY_WIDTH(m, s, scratch)       \
-    switch ((s).d) {                               \
-        case 8:                                    \
-            return attend_rows<8>(m, s, scratch);  \
-        case 16:                                   \
-            return attend_rows<16>(m, s, scratch); \
-        case 32:                                   \
-            return attend_rows<32>(m, s, scratch); \
-        case 40:                                   \
-            return attend_rows<40>(m, s, scratch); \
-        case 64:                                   \
-            return attend_rows<64>(m, s, scratch); \
-        default:                                   \
-            return attend_rows<0>(m, s, scratch);  \
+// The head widths of the tiny configuration (8, 16), AnimateDiff and SD 1.5's first level (40)
+// and 32/64 get unrolled loops; any other width the scalar path.
+LOOPY_INLINE void attend_by_width(const MatrixView& m, const Shape& s, Scratch& scratch) {
+    switch (s.d) {
+        case 8:
+            return attend_rows<8>(m, s, scratch);
+        case 16:
+            return attend_rows<16>(m, s, scratch);
+        case 32:
+            return attend_rows<32>(m, s, scratch);
+        case 40:
+            return attend_rows<40>(m, s, scratch);
+        case 64:
+            return attend_rows<64>(m, s, scratch);
+        default:
+            return attend_rows<0>(m, s, scratch);
     }
+}
 
-void attend_matrix_portable(const MatrixView& m, const Shape& s,
-                            Scratch& scratch){LOOPY_ATTEND_BY_WIDTH(m, s, scratch)}
+void attend_matrix_portable(const MatrixView& m, const Shape& s, Scratch& scratch) {
+    attend_by_width(m, s, scratch);
+}
+
 #if LOOPY_HAVE_AVX2_KERNEL
 LOOPY_AVX2_FMA void attend_matrix_avx2(const MatrixView& m, const Shape& s, Scratch& scratch) {
-    LOOPY_ATTEND_BY_WIDTH(m, s, scratch)
+    attend_by_width(m, s, scratch);
 }
 #endif
 
