@@ -74,7 +74,11 @@ double op_flops(std::string_view name, const c10::ArrayRef<const c10::IValue>& i
         const at::Tensor* k = tensor_arg(inputs, 1);
         const at::Tensor* v = tensor_arg(inputs, 2);
         if (!q || !k || !v || q->dim() < 2) return 0;
-        return 2.0 * product(q->sizes().slice(0, q->dim() - 1)) * static_cast<double>(k->size(-2)) *
+        // The engine's kernel passes the length of all its key parts fourth.
+        const double keys = inputs.size() > 3 && inputs[3].isInt()
+                                ? static_cast<double>(inputs[3].toInt())
+                                : static_cast<double>(k->size(-2));
+        return 2.0 * product(q->sizes().slice(0, q->dim() - 1)) * keys *
                static_cast<double>(q->size(-1) + v->size(-1));
     }
     return 0;

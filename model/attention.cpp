@@ -45,6 +45,48 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     return forward_linear(out_proj, merge_heads(attention_product(q, k, v)));
 }
 
+torch::Tensor AttentionImpl::forward_with_extra(const torch::Tensor& x, const torch::Tensor& keys,
+                                                const torch::Tensor& values,
+                                                const torch::Tensor& item_mask) {
+    const int64_t b = x.size(0);
+    auto q = split_heads(forward_linear(to_q, x));
+    auto k = split_heads(forward_linear(to_k, x));
+    auto v = split_heads(forward_linear(to_v, x));
+    const KeyValueParts parts{{k, keys}, {v, values}};
+    const bool all_items = !item_mask.defined() || item_mask.all().item<bool>();
+    if (cpu_attention_applies(q, parts)) {
+        torch::Tensor key_mask;  // the items without extra tokens leave them out
+        if (!all_items)
+            key_mask = torch::cat({torch::ones({b, k.size(2)}, item_mask.options()),
+                                   item_mask.view({b, 1}).expand({b, keys.size(2)})},
+                                  1);
+        return forward_linear(out_proj, merge_heads(cpu_attention(q, parts, key_mask)));
+    }
+    // LibTorch's path: the items without extra tokens attend to their own tokens twice instead
+    // (softmax over duplicated keys is exactly the plain self-attention), so the batch keeps
+    // one shape and needs no mask (SDPA's fast kernels on CUDA take none).
+    auto full = [&](const torch::Tensor& extra, const torch::Tensor& own) {
+        auto t = repeat_to_batch(extra, b);
+        if (!all_items) t = torch::where(item_mask.view({b, 1, 1, 1}), t, own);
+        return torch::cat({own, t}, 2);
+    };
+    if (!all_items && keys.size(2) != k.size(2))
+        throw Error("Attention: items can leave out extra tokens only as many as their own (" +
+                    std::to_string(k.size(2)) + "), got " + std::to_string(keys.size(2)));
+    return forward_linear(out_proj,
+                          merge_heads(attention_product(q, full(keys, k), full(values, v))));
+}
+
+bool AttentionImpl::output_ignores_queries(const torch::Tensor& context) {
+    // Under autograd the full path keeps to_q's (zero) gradients defined, as training expects.
+    return context.defined() && context.dim() == 3 && context.size(1) == 1 &&
+           !torch::GradMode::is_enabled();
+}
+
+torch::Tensor AttentionImpl::single_key_output(const torch::Tensor& context) {
+    return out_proj(to_v(context));
+}
+
 // --- FeedForward ---
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
@@ -118,9 +160,16 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
     auto normed = norm1(x);
     if (pos_embed) normed = pos_embed(normed);
     if (positions.defined()) normed = normed + positions;
-    auto kv = self_attention_kv ? self_attention_kv(normed) : torch::Tensor();
-    auto h = attn1(normed, kv) + x;
-    if (attn2) {
+    const auto extra = self_attention_kv ? self_attention_kv(normed) : ExtraKeyValues{};
+    auto h = (extra.keys.defined()
+                  ? attn1->forward_with_extra(normed, extra.keys, extra.values, extra.item_mask)
+                  : attn1(normed)) +
+             x;
+    if (attn2 && AttentionImpl::output_ignores_queries(encoder_hidden_states)) {
+        // SD's text cross-attention over Loopy's one null-context token: a constant per item, so
+        // norm2 and the query projections would be wasted (7 of them per U-Net pass).
+        h = h + attn2->single_key_output(encoder_hidden_states);
+    } else if (attn2) {
         normed = norm2(h);
         if (pos_embed) normed = pos_embed(normed);
         h = attn2(normed, encoder_hidden_states) + h;

@@ -31,9 +31,23 @@ class AttentionImpl : public torch::nn::Module {
     explicit AttentionImpl(const AttentionOptions& options);
 
     // x [B, Lq, query_dim]. `context` [B, Lk, kv_dim] supplies the keys and values; undefined
-    // means self-attention. Callers that want extra key/value tokens (reference attention) pass
-    // cat({x, extra}, 1) as the context. Returns [B, Lq, query_dim].
+    // means self-attention. Returns [B, Lq, query_dim].
     torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context = {});
+
+    // Self-attention over x's own tokens and extra keys/values, already projected and split
+    // into heads (the reference attention: the reference tokens' to_k/to_v once per portrait,
+    // not once per frame). keys/values [P, heads, Le, dim_head] with P dividing B (item r uses
+    // row r mod P); item_mask bool [B]: the items that attend to them (undefined: all).
+    torch::Tensor forward_with_extra(const torch::Tensor& x, const torch::Tensor& keys,
+                                     const torch::Tensor& values,
+                                     const torch::Tensor& item_mask = {});
+
+    // With one key the softmax is exactly 1 and the output is out(to_v(context)) for every
+    // query: true for a one-token `context` [B, 1, kv_dim] (the null text context) when no
+    // autograd is recording, so inference can skip the queries. See single_key_output.
+    static bool output_ignores_queries(const torch::Tensor& context);
+    // out(to_v(context)) [B, 1, query_dim]: forward's result for every query in that case.
+    torch::Tensor single_key_output(const torch::Tensor& context);
 
     // [B, L, heads*dim_head] <-> [B, heads, L, dim_head].
     torch::Tensor split_heads(const torch::Tensor& t) const;
@@ -97,9 +111,14 @@ class BasicTransformerBlockImpl : public torch::nn::Module {
                           const torch::Tensor& positions = {});
 
     // Reference attention hook. When set, it receives attn1's normalised input [B, L, dim] and
-    // returns attn1's key/value tokens (undefined: plain self-attention). A reference network
-    // records its input here ("bank"); the denoiser returns cat({input, bank}, 1).
-    using KeyValueHook = std::function<torch::Tensor(const torch::Tensor& normed)>;
+    // returns extra keys and values for attn1 (see AttentionImpl::forward_with_extra; undefined
+    // keys: plain self-attention). A reference network records its input here ("bank"); the
+    // denoiser returns attn1's projections of the bank.
+    struct ExtraKeyValues {
+        torch::Tensor keys, values;  // [P, heads, Le, dim_head], P dividing B
+        torch::Tensor item_mask;     // bool [B]: items that attend to them; undefined: all
+    };
+    using KeyValueHook = std::function<ExtraKeyValues(const torch::Tensor& normed)>;
     KeyValueHook self_attention_kv;
 
     BasicTransformerBlockOptions options;

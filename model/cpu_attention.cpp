@@ -41,18 +41,28 @@ std::atomic<bool>& enabled_flag() {
     return flag;
 }
 
-// One (item, head) matrix: strides in floats; rows of q, k, v have unit stride along D.
-struct MatrixView {
-    const float* q;
+// Up to this many key/value parts per call (KeyValueParts).
+constexpr int kMaxParts = 4;
+
+// One part of one (item, head) matrix's keys and values: strides in floats, unit stride along D.
+struct KeyPart {
     const float* k;
     const float* v;
+    int64_t k_row, v_row, len;
+};
+
+// One (item, head) matrix.
+struct MatrixView {
+    const float* q;
     float* out;            // row i at out + i * out_row
-    const bool* key_mask;  // [Lk] or null
-    int64_t q_row, k_row, v_row, out_row;
+    const bool* key_mask;  // [all keys] or null
+    int64_t q_row, out_row;
+    KeyPart parts[kMaxParts];
+    int num_parts;
 };
 
 struct Shape {
-    int64_t lq, lk, d;
+    int64_t lq, lk, d;  // lk: all keys of all parts
     float scale;
 };
 
@@ -92,57 +102,104 @@ LOOPY_INLINE float max8(Vec8 v) {
 // cost x86 CPUs a hundred cycles each (trained attention is sharp: it happens all the time).
 constexpr float kExpCutoff = -64.0f;
 
-// exp(x) for x <= 0 (or -inf), 0 below kExpCutoff: Cephes' polynomial on x - n ln 2, and 2^n
-// built in the exponent bits. Relative error about 2e-7.
+// exp(x) for x <= 0 (or -inf), 0 below kExpCutoff: exp(r) * 2^n with x = n ln 2 + r. n is
+// rounded by adding 1.5 * 2^23 (it lands in the mantissa's low bits, from where a shift moves it
+// into the exponent); exp(r) on [-ln2/2, ln2/2] is a degree-5 near-minimax polynomial (fitted
+// for this kernel by iteratively reweighted least squares; relative error 2e-7 in float, like
+// Cephes' degree-7 one, three operations fewer).
 LOOPY_INLINE Vec8 exp_nonpositive(Vec8 x) {
     const Vec8 xi = x < splat8(kExpCutoff) ? splat8(kExpCutoff) : x;
-    Vec8 fx = xi * 1.44269504088896341f;
-    fx = (fx + 12582912.0f) - 12582912.0f;  // round to nearest without a library call
-    const Vec8 r = xi - fx * 0.693359375f - fx * -2.12194440e-4f;
-    Vec8 y = splat8(1.9875691500e-4f);
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    const Int8 bits = (__builtin_convertvector(fx, Int8) + 127) << 23;
+    const Vec8 shifted = xi * 1.44269504088896341f + 12582912.0f;
+    const Vec8 n = shifted - 12582912.0f;
+    const Vec8 r = xi - n * 0.693359375f - n * -2.12194440e-4f;  // ln 2 in two parts
+    Vec8 y = splat8(8.297652006e-3f);
+    y = y * r + 4.191538692e-2f;
+    y = y * r + 1.666757464e-1f;
+    y = y * r + 4.999889433e-1f;
+    y = y * r + 9.999997020e-1f;
+    y = y * r + 1.000000119f;
+    Int8 bits;
+    std::memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits << 23) + (127 << 23);  // 2^n: the bits above n shift out
     Vec8 two_n;
     std::memcpy(&two_n, &bits, sizeof two_n);
     return x < splat8(kExpCutoff) ? splat8(0.0f) : y * two_n;
 }
 
-// From this many keys on, p.v runs along the keys (values transposed), like q.k^T: eight
+// From this many kept keys on, p.v runs along the keys (values transposed), like q.k^T: eight
 // independent sums per row instead of one pass over every value row per query.
 constexpr int64_t kLongKeys = 64;
 
-// Scratch of one thread, padded to whole vectors: keys (and for long rows values) transposed
-// [D, Lk], so that products run along contiguous keys; one row of scores; the key mask as
-// 0 / -inf.
+// Scratch of one thread. The matrix's kept keys (masked ones are left out) transposed [D, keys],
+// rows `stride` floats apart, so that products run along contiguous keys; the values the same
+// way for long rows, else as contiguous rows [keys, D]; one row of scores; 0 for kept keys and
+// -inf for the padding up to whole vectors.
 struct Scratch {
-    int64_t lk_padded;
-    std::vector<float> keys_t, values_t, scores, mask_add;
+    int64_t stride;
+    int64_t keys = 0, padded = 0;  // this matrix's kept keys, and rounded up to whole vectors
+    bool transposed = false;       // values transposed (long rows of whole vectors of channels)
+    std::vector<float> keys_t, values, scores, mask_add;
     explicit Scratch(const Shape& s)
-        : lk_padded((s.lk + kLanes - 1) / kLanes * kLanes),
-          keys_t(static_cast<size_t>(s.d * lk_padded), 0.0f),
-          values_t(s.lk >= kLongKeys ? static_cast<size_t>(s.d * lk_padded) : 0, 0.0f),
-          scores(static_cast<size_t>(lk_padded)),
-          mask_add(static_cast<size_t>(lk_padded), kMinusInf) {}
+        // One vector more than the padded length: rows 2 KB apart (512 keys) would all fall
+        // into the same L1 sets, and the D streams of q.k and p.v evicted each other.
+        : stride((s.lk + kLanes - 1) / kLanes * kLanes + kLanes),
+          keys_t(static_cast<size_t>(s.d * stride), 0.0f),
+          values(static_cast<size_t>(s.d * stride), 0.0f),
+          scores(static_cast<size_t>(kLanes * stride)),  // a row, or [keys, 8 queries]
+          mask_add(static_cast<size_t>(stride), kMinusInf) {}
 };
 
-// Scores of query row qi against every key, masked and turned into unnormalised probabilities;
+// Copies the kept keys (and values) of matrix m into the scratch.
+template <int D>
+LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scratch) {
+    const int64_t d = D > 0 ? D : s.d, stride = scratch.stride;
+    int64_t kept = s.lk;
+    if (m.key_mask) {
+        kept = 0;
+        for (int64_t j = 0; j < s.lk; ++j)
+            kept += m.key_mask[j] ? 1 : 0;
+    }
+    scratch.keys = kept;
+    scratch.padded = (kept + kLanes - 1) / kLanes * kLanes;
+    scratch.transposed = D > 0 && D % kLanes == 0 && kept >= kLongKeys;
+    float* kt = scratch.keys_t.data();
+    float* vs = scratch.values.data();
+    int64_t n = 0, g = 0;
+    for (int p = 0; p < m.num_parts; ++p) {
+        const KeyPart& part = m.parts[p];
+        for (int64_t j = 0; j < part.len; ++j, ++g) {
+            if (m.key_mask && !m.key_mask[g]) continue;
+            const float* kj = part.k + j * part.k_row;
+            const float* vj = part.v + j * part.v_row;
+            for (int64_t c = 0; c < d; ++c)
+                kt[c * stride + n] = kj[c];
+            if (scratch.transposed) {
+                for (int64_t c = 0; c < d; ++c)
+                    vs[c * stride + n] = vj[c];
+            } else {
+                for (int64_t c = 0; c < d; ++c)
+                    vs[n * d + c] = vj[c];
+            }
+            ++n;
+        }
+    }
+    for (int64_t j = 0; j < scratch.padded; ++j)
+        scratch.mask_add[static_cast<size_t>(j)] = j < kept ? 0.0f : kMinusInf;
+}
+
+// Scores of query row qi against every kept key, turned into unnormalised probabilities;
 // returns their sum.
 template <int D>
 LOOPY_INLINE float row_probabilities(const float* qi, const Shape& s, Scratch& scratch) {
-    const int64_t d = D > 0 ? D : s.d, n = scratch.lk_padded;
+    const int64_t d = D > 0 ? D : s.d, n = scratch.padded, stride = scratch.stride;
     float* __restrict p = scratch.scores.data();
     const float* __restrict kt = scratch.keys_t.data();
     const float* __restrict madd = scratch.mask_add.data();
     Vec8 max = splat8(kMinusInf);
     for (int64_t j = 0; j < n; j += kLanes) {
-        Vec8 acc = load8(madd + j);  // -inf for masked and padding keys
+        Vec8 acc = load8(madd + j);  // -inf for the padding
         for (int64_t c = 0; c < d; ++c)
-            acc += (qi[c] * s.scale) * load8(kt + c * n + j);
+            acc += (qi[c] * s.scale) * load8(kt + c * stride + j);
         store8(p + j, acc);
         max = max > acc ? max : acc;
     }
@@ -156,27 +213,29 @@ LOOPY_INLINE float row_probabilities(const float* qi, const Shape& s, Scratch& s
     return sum8(sum[0] + sum[1]);
 }
 
-// out_i = sum_j p_j v_j / sum, the head width D a multiple of 8 (or 0: scalar, any s.d). Narrow
-// heads sum into several independent accumulators: one would make every key wait for the
-// previous key's addition (4 cycles each).
+// out_i = sum_j p_j v_j / sum over the value rows, the head width D a multiple of 8 (or 0:
+// scalar, any s.d). Narrow heads sum into several independent accumulators: one would make every
+// key wait for the previous key's addition (4 cycles each).
 template <int D>
-LOOPY_INLINE void weighted_values(const MatrixView& m, const Shape& s, const float* p, float inv,
-                                  float* out) {
+LOOPY_INLINE void weighted_values(const Scratch& scratch, const Shape& s, float inv, float* out) {
+    const float* p = scratch.scores.data();
+    const float* values = scratch.values.data();
+    const int64_t keys = scratch.keys;
     if constexpr (D > 0 && D % kLanes == 0) {
         constexpr int kVectors = D / kLanes;
         constexpr int kChains = kVectors >= 4 ? 1 : 4 / kVectors;
         Vec8 acc[kChains][kVectors] = {};
         int64_t j = 0;
-        for (; j + kChains <= s.lk; j += kChains)
+        for (; j + kChains <= keys; j += kChains)
             for (int a = 0; a < kChains; ++a) {
                 const Vec8 pj = splat8(p[j + a]);
-                const float* vj = m.v + (j + a) * m.v_row;
+                const float* vj = values + (j + a) * D;
                 for (int c = 0; c < kVectors; ++c)
                     acc[a][c] += pj * load8(vj + c * kLanes);
             }
-        for (; j < s.lk; ++j) {
+        for (; j < keys; ++j) {
             const Vec8 pj = splat8(p[j]);
-            const float* vj = m.v + j * m.v_row;
+            const float* vj = values + j * D;
             for (int c = 0; c < kVectors; ++c)
                 acc[0][c] += pj * load8(vj + c * kLanes);
         }
@@ -187,12 +246,13 @@ LOOPY_INLINE void weighted_values(const MatrixView& m, const Shape& s, const flo
             store8(out + c * kLanes, total * inv);
         }
     } else {
-        for (int64_t c = 0; c < s.d; ++c)
+        const int64_t d = s.d;
+        for (int64_t c = 0; c < d; ++c)
             out[c] = 0.0f;
-        for (int64_t j = 0; j < s.lk; ++j)
-            for (int64_t c = 0; c < s.d; ++c)
-                out[c] += p[j] * m.v[j * m.v_row + c];
-        for (int64_t c = 0; c < s.d; ++c)
+        for (int64_t j = 0; j < keys; ++j)
+            for (int64_t c = 0; c < d; ++c)
+                out[c] += p[j] * values[j * d + c];
+        for (int64_t c = 0; c < d; ++c)
             out[c] *= inv;
     }
 }
@@ -202,49 +262,134 @@ LOOPY_INLINE void weighted_values(const MatrixView& m, const Shape& s, const flo
 template <int D>
 LOOPY_INLINE void weighted_values_t(const Scratch& scratch, float inv, float* out) {
     static_assert(D > 0 && D % kLanes == 0, "whole vectors of channels");
-    const int64_t n = scratch.lk_padded;
+    const int64_t n = scratch.padded, stride = scratch.stride;
     const float* __restrict p = scratch.scores.data();
     for (int c0 = 0; c0 < D; c0 += kLanes) {
-        const float* __restrict vt = scratch.values_t.data() + c0 * n;
+        const float* __restrict vt = scratch.values.data() + c0 * stride;
         Vec8 acc[kLanes] = {};
         for (int64_t j = 0; j < n; j += kLanes) {
             const Vec8 pj = load8(p + j);
             for (int c = 0; c < kLanes; ++c)
-                acc[c] += pj * load8(vt + c * n + j);
+                acc[c] += pj * load8(vt + c * stride + j);
         }
         for (int c = 0; c < kLanes; ++c)
             out[c0 + c] = sum8(acc[c]) * inv;
     }
 }
 
+// One long row of eight channels in two passes: the scores and their maximum, then the
+// exponentials going straight into their sum and p.v (nine accumulators, no second pass over
+// stored probabilities). Half of the time of the tiny model's spatial attention went to exp and
+// p.v over stored probabilities.
+LOOPY_INLINE void long_row_8(const float* qi, const Shape& s, Scratch& scratch, float* out) {
+    constexpr int D = 8;
+    const int64_t n = scratch.padded, stride = scratch.stride;
+    float* __restrict p = scratch.scores.data();
+    const float* __restrict kt = scratch.keys_t.data();
+    const float* __restrict vt = scratch.values.data();
+    const float* __restrict madd = scratch.mask_add.data();
+    Vec8 qs[D];
+    for (int c = 0; c < D; ++c)
+        qs[c] = splat8(qi[c] * s.scale);
+    Vec8 max = splat8(kMinusInf);
+    for (int64_t j = 0; j < n; j += kLanes) {
+        Vec8 acc = load8(madd + j);
+        for (int c = 0; c < D; ++c)
+            acc += qs[c] * load8(kt + c * stride + j);
+        store8(p + j, acc);
+        max = max > acc ? max : acc;
+    }
+    const Vec8 row_max = splat8(max8(max));
+    Vec8 sum = {}, acc[D] = {};
+    for (int64_t j = 0; j < n; j += kLanes) {
+        const Vec8 e = exp_nonpositive(load8(p + j) - row_max);
+        sum += e;
+        for (int c = 0; c < D; ++c)
+            acc[c] += e * load8(vt + c * stride + j);
+    }
+    const float total = sum8(sum);
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int c = 0; c < D; ++c)
+        out[c] = sum8(acc[c]) * inv;
+}
+
+// Short rows (kept keys < kLongKeys), D a multiple of 8, eight queries at a time: each vector
+// lane is one query, so the maximum, sum and products need no horizontal reductions, and the
+// keys' computations are independent of each other. One row at a time was one long chain of
+// dependent operations per row (q.k, the row's maximum across the lanes, exp, the sum, p.v).
+template <int D>
+LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scratch& scratch) {
+    static_assert(D > 0 && D % kLanes == 0, "whole vectors of channels");
+    const int64_t keys = scratch.keys, stride = scratch.stride;
+    const float* __restrict kt = scratch.keys_t.data();
+    const float* __restrict values = scratch.values.data();
+    float* __restrict e = scratch.scores.data();  // [keys, 8 queries]
+    for (int64_t i0 = 0; i0 < s.lq; i0 += kLanes) {
+        const int64_t rows = std::min<int64_t>(kLanes, s.lq - i0);
+        Vec8 qt[D];  // channel c of the eight queries, scaled (zero for missing rows)
+        for (int c = 0; c < D; ++c)
+            for (int r = 0; r < kLanes; ++r)
+                qt[c][r] = r < rows ? m.q[(i0 + r) * m.q_row + c] * s.scale : 0.0f;
+        Vec8 max = splat8(kMinusInf);
+        for (int64_t j = 0; j < keys; ++j) {
+            Vec8 score = {};
+            for (int c = 0; c < D; ++c)
+                score += qt[c] * splat8(kt[c * stride + j]);
+            store8(e + j * kLanes, score);
+            max = max > score ? max : score;
+        }
+        Vec8 sum[2] = {};
+        for (int64_t j = 0; j < keys; ++j) {
+            const Vec8 ej = exp_nonpositive(load8(e + j * kLanes) - max);
+            store8(e + j * kLanes, ej);
+            sum[j & 1] += ej;
+        }
+        const Vec8 inv = 1.0f / (sum[0] + sum[1]);
+        for (int c0 = 0; c0 < D; c0 += kLanes) {
+            Vec8 acc[kLanes] = {};
+            for (int64_t j = 0; j < keys; ++j) {
+                const Vec8 ej = load8(e + j * kLanes);
+                const float* vj = values + j * D + c0;
+                for (int c = 0; c < kLanes; ++c)
+                    acc[c] += ej * splat8(vj[c]);
+            }
+            for (int c = 0; c < kLanes; ++c)
+                acc[c] *= inv;
+            for (int64_t r = 0; r < rows; ++r)
+                for (int c = 0; c < kLanes; ++c)
+                    m.out[(i0 + r) * m.out_row + c0 + c] = acc[c][r];
+        }
+    }
+}
+
 template <int D>
 LOOPY_INLINE void attend_rows(const MatrixView& m, const Shape& s, Scratch& scratch) {
-    const int64_t d = D > 0 ? D : s.d, n = scratch.lk_padded;
-    float* kt = scratch.keys_t.data();
-    for (int64_t j = 0; j < s.lk; ++j)
-        for (int64_t c = 0; c < d; ++c)
-            kt[c * n + j] = m.k[j * m.k_row + c];
-    for (int64_t j = 0; j < s.lk; ++j)
-        scratch.mask_add[static_cast<size_t>(j)] = !m.key_mask || m.key_mask[j] ? 0.0f : kMinusInf;
-    constexpr bool kWholeVectors = D > 0 && D % kLanes == 0;
-    const bool transposed = kWholeVectors && s.lk >= kLongKeys;
-    if (transposed) {
-        float* vt = scratch.values_t.data();
-        for (int64_t j = 0; j < s.lk; ++j)
-            for (int64_t c = 0; c < d; ++c)
-                vt[c * n + j] = m.v[j * m.v_row + c];
+    gather_keys<D>(m, s, scratch);
+    if (scratch.keys == 0) {  // every key masked: zeros, not NaN
+        for (int64_t i = 0; i < s.lq; ++i)
+            std::fill_n(m.out + i * m.out_row, s.d, 0.0f);
+        return;
+    }
+    if constexpr (D > 0 && D % kLanes == 0) {
+        if (!scratch.transposed && s.lq >= kLanes / 2) return short_rows_by_query<D>(m, s, scratch);
     }
     for (int64_t i = 0; i < s.lq; ++i) {
-        const float sum = row_probabilities<D>(m.q + i * m.q_row, s, scratch);
-        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;  // no key kept: zeros, not NaN
+        const float* qi = m.q + i * m.q_row;
         float* out = m.out + i * m.out_row;
-        if constexpr (kWholeVectors) {
-            if (transposed) {
+        if constexpr (D == 8) {
+            if (scratch.transposed) {
+                long_row_8(qi, s, scratch, out);
+                continue;
+            }
+        }
+        const float inv = 1.0f / row_probabilities<D>(qi, s, scratch);
+        if constexpr (D > 0 && D % kLanes == 0) {
+            if (scratch.transposed) {
                 weighted_values_t<D>(scratch, inv, out);
                 continue;
             }
         }
-        weighted_values<D>(m, s, scratch.scores.data(), inv, out);
+        weighted_values<D>(scratch, s, inv, out);
     }
 }
 
@@ -301,38 +446,64 @@ bool cpu_attention_enabled() {
     return enabled_flag().load();
 }
 
-bool cpu_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+bool cpu_attention_applies(const torch::Tensor& q, const KeyValueParts& kv) {
     if (!cpu_attention_enabled()) return false;
-    for (const auto* t : {&q, &k, &v})
-        if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != torch::kFloat32 ||
-            t->dim() != 4 || t->is_mkldnn() || t->is_sparse())
+    const size_t parts = kv.keys.size();
+    if (parts == 0 || parts > static_cast<size_t>(kMaxParts) || kv.values.size() != parts)
+        return false;
+    auto usable = [](const torch::Tensor& t) {
+        return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 &&
+               t.dim() == 4 && !t.is_mkldnn() && !t.is_sparse() &&
+               !(torch::GradMode::is_enabled() && t.requires_grad());
+    };
+    if (!usable(q)) return false;
+    int64_t lk = 0;
+    for (size_t i = 0; i < parts; ++i) {
+        const auto& k = kv.keys[i];
+        const auto& v = kv.values[i];
+        if (!usable(k) || !usable(v)) return false;
+        if (!(k.size(0) == v.size(0) && k.size(0) > 0 && q.size(0) % k.size(0) == 0 &&
+              k.size(1) == q.size(1) && v.size(1) == q.size(1) && k.size(2) == v.size(2) &&
+              k.size(3) == q.size(3) && v.size(3) == q.size(3)))
             return false;
-    if (torch::GradMode::is_enabled() &&
-        (q.requires_grad() || k.requires_grad() || v.requires_grad()))
-        return false;
-    if (!(q.size(0) == k.size(0) && q.size(0) == v.size(0) && q.size(1) == k.size(1) &&
-          q.size(1) == v.size(1) && k.size(2) == v.size(2) && q.size(3) == k.size(3) &&
-          q.size(3) == v.size(3) && k.size(2) > 0))
-        return false;
+        lk += k.size(2);
+    }
+    if (lk == 0) return false;
     // Measured on a 2-core AVX2 machine: 3-13x faster than LibTorch 1.13 for narrow heads
     // (the temporal, audio and tiny spatial attentions); wide heads over long sequences (SD 1.5's
     // VAE, 512 channels over 4096 tokens) stay with BLAS.
-    const int64_t d = q.size(3), products = q.size(2) * k.size(2);
+    const int64_t d = q.size(3), products = q.size(2) * lk;
     const bool unrolled = d % 8 == 0 && d <= 64;
     return (unrolled && (d <= 16 || products <= 65536)) || products * d < 65536;
 }
 
-torch::Tensor cpu_attention(const torch::Tensor& q_in, const torch::Tensor& k_in,
-                            const torch::Tensor& v_in, const torch::Tensor& key_mask) {
-    if (!cpu_attention_applies(q_in, k_in, v_in))
-        throw Error("cpu_attention: needs CPU float32 [B, H, L, D] tensors without autograd, got " +
-                    c10::str(q_in.sizes()) + ", " + c10::str(k_in.sizes()) + ", " +
-                    c10::str(v_in.sizes()));
-    // Named for `bench render --profile` and the FLOP counter (core/flop_counter.cpp).
-    RECORD_FUNCTION("loopy::cpu_attention", std::vector<c10::IValue>({q_in, k_in, v_in}));
-    const auto q = unit_last_stride(q_in), k = unit_last_stride(k_in), v = unit_last_stride(v_in);
+bool cpu_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+    return k.defined() && k.size(0) == q.size(0) &&
+           cpu_attention_applies(q, KeyValueParts{{k}, {v}});
+}
+
+torch::Tensor cpu_attention(const torch::Tensor& q_in, const KeyValueParts& kv,
+                            const torch::Tensor& key_mask) {
+    if (!cpu_attention_applies(q_in, kv))
+        throw Error(
+            "cpu_attention: needs CPU float32 [B, H, L, D] tensors without autograd "
+            "(keys and values of a batch dividing B, at most " +
+            std::to_string(kMaxParts) + " parts), got q " + c10::str(q_in.sizes()) +
+            (kv.keys.empty() ? ", no keys" : ", k " + c10::str(kv.keys[0].sizes())));
+    const auto q = unit_last_stride(q_in);
     const int64_t b = q.size(0), h = q.size(1);
-    const Shape shape{q.size(2), k.size(2), q.size(3),
+    std::vector<torch::Tensor> keys, values;
+    int64_t lk = 0;
+    for (size_t i = 0; i < kv.keys.size(); ++i) {
+        keys.push_back(unit_last_stride(kv.keys[i]));
+        values.push_back(unit_last_stride(kv.values[i]));
+        lk += keys.back().size(2);
+    }
+    // Named for `bench render --profile` and the FLOP counter (core/flop_counter.cpp), which
+    // counts every key (the products LibTorch's path would make), masked or not.
+    RECORD_FUNCTION("loopy::cpu_attention",
+                    std::vector<c10::IValue>({q_in, keys[0], values[0], c10::IValue(lk)}));
+    const Shape shape{q.size(2), lk, q.size(3),
                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(q.size(3))))};
     torch::Tensor mask;
     if (key_mask.defined()) {
@@ -343,8 +514,6 @@ torch::Tensor cpu_attention(const torch::Tensor& q_in, const torch::Tensor& k_in
     }
     auto out = torch::empty({b, shape.lq, h, shape.d}, q.options());
     const float* qp = q.data_ptr<float>();
-    const float* kp = k.data_ptr<float>();
-    const float* vp = v.data_ptr<float>();
     float* op = out.data_ptr<float>();
     const bool* mp = mask.defined() ? mask.data_ptr<bool>() : nullptr;
     const int64_t work = std::max<int64_t>(1, shape.lq * shape.lk * shape.d);
@@ -356,18 +525,50 @@ torch::Tensor cpu_attention(const torch::Tensor& q_in, const torch::Tensor& k_in
             const int64_t bi = task / h, hi = task % h;
             MatrixView m;
             m.q = qp + bi * q.stride(0) + hi * q.stride(1);
-            m.k = kp + bi * k.stride(0) + hi * k.stride(1);
-            m.v = vp + bi * v.stride(0) + hi * v.stride(1);
             m.out = op + (bi * shape.lq * h + hi) * shape.d;
             m.key_mask = mp ? mp + bi * shape.lk : nullptr;
             m.q_row = q.stride(2);
-            m.k_row = k.stride(2);
-            m.v_row = v.stride(2);
             m.out_row = h * shape.d;
+            m.num_parts = static_cast<int>(keys.size());
+            for (size_t i = 0; i < keys.size(); ++i) {
+                const auto& k = keys[i];
+                const auto& v = values[i];
+                const int64_t item = bi % k.size(0);  // see KeyValueParts
+                m.parts[i] = KeyPart{k.data_ptr<float>() + item * k.stride(0) + hi * k.stride(1),
+                                     v.data_ptr<float>() + item * v.stride(0) + hi * v.stride(1),
+                                     k.stride(2), v.stride(2), k.size(2)};
+            }
             attend_matrix(m, shape, scratch);
         }
     });
     return out.transpose(1, 2);
+}
+
+torch::Tensor cpu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const torch::Tensor& key_mask) {
+    if (k.defined() && k.size(0) != q.size(0))
+        throw Error("cpu_attention: keys of batch " + std::to_string(k.size(0)) +
+                    " for queries of " + std::to_string(q.size(0)) +
+                    " (shared keys go in KeyValueParts)");
+    return cpu_attention(q, KeyValueParts{{k}, {v}}, key_mask);
+}
+
+torch::Tensor repeat_to_batch(const torch::Tensor& t, int64_t batch) {
+    const int64_t rows = t.size(0);
+    if (rows == batch) return t;
+    if (rows <= 0 || batch % rows != 0)
+        throw Error("a part of batch " + std::to_string(rows) + " cannot serve a batch of " +
+                    std::to_string(batch));
+    auto shape = t.sizes().vec();
+    if (rows == 1) {
+        shape[0] = batch;
+        return t.expand(shape);  // a view
+    }
+    shape.insert(shape.begin(), batch / rows);
+    auto out = t.unsqueeze(0).expand(shape);
+    shape.erase(shape.begin());
+    shape[0] = batch;
+    return out.reshape(shape);
 }
 
 torch::Tensor attention_product(const torch::Tensor& q, const torch::Tensor& k,
@@ -379,6 +580,20 @@ torch::Tensor attention_product(const torch::Tensor& q, const torch::Tensor& k,
     scores.masked_fill_(key_mask.to(torch::kBool).logical_not().view({k.size(0), 1, 1, k.size(2)}),
                         -std::numeric_limits<float>::infinity());
     return torch::matmul(scores.softmax(-1), v);
+}
+
+torch::Tensor attention_product(const torch::Tensor& q, const KeyValueParts& kv,
+                                const torch::Tensor& key_mask) {
+    if (cpu_attention_applies(q, kv)) return cpu_attention(q, kv, key_mask);
+    if (kv.keys.size() != kv.values.size() || kv.keys.empty())
+        throw Error("attention_product: as many value parts as key parts, at least one");
+    auto joined = [&](const std::vector<torch::Tensor>& parts) {
+        std::vector<torch::Tensor> full;
+        for (const auto& t : parts)
+            full.push_back(repeat_to_batch(t, q.size(0)));
+        return full.size() == 1 ? full[0] : torch::cat(full, 2);
+    };
+    return attention_product(q, joined(kv.keys), joined(kv.values), key_mask);
 }
 
 }  // namespace loopy::model

@@ -74,26 +74,16 @@ torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
 }
 
 // masked_attention over the keys [memory ; x] when the memory's keys and values are given,
-// [MB*s, heads, M, d] with MB = `batch` or 1 (shared by every item); x [batch*s, L, dim].
+// [MB*s, heads, M, d] with MB = `batch` or 1 (shared by every item: KeyValueParts reads row
+// r mod s for row r = item*s + position); x [batch*s, L, dim].
 torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
                                     const torch::Tensor& memory_keys,
-                                    const torch::Tensor& memory_values, int64_t batch,
+                                    const torch::Tensor& memory_values,
                                     const torch::Tensor& key_mask) {
     auto q = attn.split_heads(forward_linear(attn.to_q, x));
-    const int64_t rows = q.size(0);
-    auto per_row = [&](const torch::Tensor& t) {  // [MB*s, ...] -> [batch*s, ...]
-        if (t.size(0) == rows) return t;
-        auto shape = t.sizes().vec();
-        shape.insert(shape.begin(), batch);
-        shape[1] = rows / batch;
-        auto full = shape;
-        full[0] = 1;
-        return t.view(full).expand(shape).reshape({rows, t.size(1), t.size(2), t.size(3)});
-    };
-    auto k = torch::cat({per_row(memory_keys), attn.split_heads(forward_linear(attn.to_k, x))}, 2);
-    auto v =
-        torch::cat({per_row(memory_values), attn.split_heads(forward_linear(attn.to_v, x))}, 2);
-    return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, k, v, key_mask)));
+    const KeyValueParts parts{{memory_keys, attn.split_heads(forward_linear(attn.to_k, x))},
+                              {memory_values, attn.split_heads(forward_linear(attn.to_v, x))}};
+    return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, parts, key_mask)));
 }
 
 // bool [B] from an optional per-item flag.
@@ -216,8 +206,7 @@ torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
         if (next >= prepared.keys.size())
             throw Error("InterClipTemporalLayer: prepared motion has too few attentions");
         const size_t i = next++;
-        return attention_with_memory(*attn, q, prepared.keys[i], prepared.values[i], batch,
-                                     key_mask);
+        return attention_with_memory(*attn, q, prepared.keys[i], prepared.values[i], key_mask);
     };
     auto h = attend(block.norm1, block.attn1) + clip;
     if (block.attn2) h = attend(block.norm2, block.attn2) + h;
@@ -339,7 +328,7 @@ ReferenceNetImpl::Features ReferenceNetImpl::encode(const torch::Tensor& latents
         for (size_t i = 0; i < hooks.blocks().size(); ++i)
             hooks.blocks()[i]->self_attention_kv = [&out, i](const torch::Tensor& normed) {
                 out.attention_inputs[i] = normed;
-                return torch::Tensor();  // plain self-attention
+                return BasicTransformerBlockImpl::ExtraKeyValues{};  // plain self-attention
             };
     }
     UNetLayerHook hook;
@@ -478,9 +467,9 @@ torch::Tensor frame_motion_latent(const torch::Tensor& latent, const torch::Tens
     return (latent.expand({b, f, width}) * keep).reshape({b * f, width});
 }
 
-// Sets every spatial self-attention's keys/values to [own tokens ; reference tokens]. Items whose
-// reference is dropped get their own tokens twice instead: softmax over duplicated keys gives
-// exactly plain self-attention, and the batch keeps one shape.
+// Sets every spatial self-attention's keys/values to [own tokens ; reference tokens]. The
+// reference tokens' keys and values are projected once per U-Net pass and shared by the frames
+// (a bank of batch 1: by every item); items whose reference is dropped leave them out.
 void install_reference_attention(std::vector<BasicTransformerBlock>& blocks,
                                  const ReferenceBank& bank, const torch::Tensor& drop, int64_t b,
                                  int64_t f) {
@@ -488,25 +477,26 @@ void install_reference_attention(std::vector<BasicTransformerBlock>& blocks,
         throw Error("Loopy U-Net: the reference bank has " + std::to_string(bank.layers.size()) +
                     " layers, the network " + std::to_string(blocks.size()) +
                     " spatial self-attentions");
-    const bool all_kept = !drop.any().item<bool>();
-    auto keep = per_frame(drop.logical_not(), f).view({b * f, 1, 1});
+    const auto item_mask =
+        drop.any().item<bool>() ? per_frame(drop.logical_not(), f) : torch::Tensor();
     for (size_t i = 0; i < blocks.size(); ++i) {
         const auto& layer = bank.layers[i];
         if (layer.dim() != 3 || layer.size(2) != blocks[i]->options.dim())
             throw Error("Loopy U-Net: reference bank layer " + std::to_string(i) +
                         " must be [B, L, " + std::to_string(blocks[i]->options.dim()) + "], got " +
                         c10::str(layer.sizes()));
-        auto ref = batch_to(layer, b, "reference bank");
-        ref = ref.unsqueeze(1)
-                  .expand({b, f, ref.size(1), ref.size(2)})
-                  .reshape({b * f, ref.size(1), ref.size(2)});
-        blocks[i]->self_attention_kv = [ref, keep, all_kept, i](const torch::Tensor& own) {
+        // [1, L, C] serves every frame as it is; [B, L, C] becomes one row per frame.
+        auto ref = layer.size(0) == 1 ? layer : per_frame(batch_to(layer, b, "reference bank"), f);
+        auto* attn = blocks[i]->attn1.get();
+        blocks[i]->self_attention_kv = [ref, item_mask, attn, i](const torch::Tensor& own) {
             if (own.size(1) != ref.size(1))
                 throw Error("Loopy U-Net: reference bank layer " + std::to_string(i) + " has " +
                             std::to_string(ref.size(1)) + " tokens, the clip " +
                             std::to_string(own.size(1)) +
                             " (the reference latent must have the clip's size)");
-            return torch::cat({own, all_kept ? ref : torch::where(keep, ref, own)}, 1);
+            return BasicTransformerBlockImpl::ExtraKeyValues{
+                attn->split_heads(forward_linear(attn->to_k, ref)),
+                attn->split_heads(forward_linear(attn->to_v, ref)), item_mask};
         };
     }
 }

@@ -1,7 +1,9 @@
 // The engine's CPU kernels against LibTorch's operators: the attention kernel
 // (model/cpu_attention.h) on every path (unrolled head widths, the scalar width, short and long
-// key rows, masks, strided and broadcast inputs) and its refusal of inputs it must leave to
-// LibTorch; the row-split Linear (model/cpu_linear.h).
+// key rows, masks, strided and broadcast inputs, keys in parts) and its refusal of inputs it must
+// leave to LibTorch; the row-split Linear (model/cpu_linear.h); the attention modules' inference
+// shortcuts (reference keys projected once, the one-token cross-attention) against their plain
+// computation.
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <QtTest>
@@ -10,6 +12,7 @@
 #include <limits>
 
 #include "core/system.h"
+#include "model/attention.h"
 #include "model/cpu_attention.h"
 #include "model/cpu_linear.h"
 
@@ -60,6 +63,7 @@ class CpuAttentionTest : public QObject {
         QTest::newRow("inter-clip d8 masked") << 48 << 2 << 12 << 32 << 8 << true;
         QTest::newRow("inter-clip d16 masked") << 12 << 2 << 12 << 32 << 16 << true;
         QTest::newRow("spatial long rows d8") << 3 << 2 << 64 << 128 << 8 << false;
+        QTest::newRow("spatial long rows d8 masked") << 3 << 2 << 32 << 300 << 8 << true;
         QTest::newRow("spatial long rows d16 masked") << 3 << 2 << 16 << 96 << 16 << true;
         QTest::newRow("audio one query") << 64 << 2 << 1 << 40 << 8 << false;
         QTest::newRow("scalar width 12") << 5 << 3 << 7 << 70 << 12 << true;
@@ -105,6 +109,117 @@ class CpuAttentionTest : public QObject {
         const auto after = cpu_attention(q, k, v, mask);
         QVERIFY(torch::equal(before, after));
         QVERIFY(torch::isfinite(after).all().item<bool>());
+    }
+
+    void rowsWithoutKeysAreZero() {
+        torch::NoGradGuard no_grad;
+        const auto q = heads_view(3, 5, 2, 8), k = heads_view(3, 70, 2, 8),
+                   v = heads_view(3, 70, 2, 8);
+        auto mask = torch::ones({3, 70}, torch::kBool);
+        mask[1].fill_(false);
+        const auto out = cpu_attention(q, k, v, mask);
+        QVERIFY(torch::equal(out[1], torch::zeros_like(out[1])));
+        QVERIFY((out[0] - reference(q, k, v, mask)[0]).abs().max().item<double>() < 2e-5);
+    }
+
+    void repeatToBatchReadsRowsModuloTheirCount() {
+        const auto t = torch::arange(3).view({3, 1});
+        const auto r = repeat_to_batch(t, 6).view({6});
+        QVERIFY(torch::equal(r, torch::tensor({0, 1, 2, 0, 1, 2}, r.options())));
+        QCOMPARE(repeat_to_batch(t.narrow(0, 0, 1), 4).stride(0), int64_t(0));  // a view
+        QVERIFY_EXCEPTION_THROWN(repeat_to_batch(t, 4), std::exception);
+    }
+
+    void partsEqualTheirConcatenation_data() {
+        QTest::addColumn<int>("own");
+        QTest::addColumn<int>("shared");
+        QTest::addColumn<bool>("masked");
+        // Inter-clip (motion memory per position, shared by the videos; short rows) and the
+        // reference attention (own tokens and the portrait's; long rows).
+        QTest::newRow("memory, short rows") << 12 << 20 << true;
+        QTest::newRow("reference, long rows") << 64 << 64 << false;
+        QTest::newRow("reference, long rows, items without it") << 64 << 64 << true;
+    }
+
+    void partsEqualTheirConcatenation() {
+        QFETCH(int, own);
+        QFETCH(int, shared);
+        QFETCH(bool, masked);
+        torch::manual_seed(own + shared);
+        torch::NoGradGuard no_grad;
+        const int64_t b = 6;
+        const auto q = heads_view(b, 12, 2, 8, 3.0);
+        const auto k1 = heads_view(b, own, 2, 8), v1 = heads_view(b, own, 2, 8);
+        const auto k2 = heads_view(3, shared, 2, 8),
+                   v2 = heads_view(3, shared, 2, 8);                          // rows mod 3
+        const auto k3 = heads_view(1, 5, 2, 8), v3 = heads_view(1, 5, 2, 8);  // every item's
+        const int64_t lk = own + shared + 5;
+        torch::Tensor mask;
+        if (masked) {
+            mask = torch::rand({b, lk}) > 0.3;
+            mask.narrow(1, own, shared).select(0, 2).fill_(false);  // an item without a part
+        }
+        const KeyValueParts parts{{k1, k2, k3}, {v1, v2, v3}};
+        QVERIFY(cpu_attention_applies(q, parts));
+        const auto k = torch::cat({k1, repeat_to_batch(k2, b), repeat_to_batch(k3, b)}, 2);
+        const auto v = torch::cat({v1, repeat_to_batch(v2, b), repeat_to_batch(v3, b)}, 2);
+        const auto want = reference(q, k, v, mask);
+        const double diff = (cpu_attention(q, parts, mask) - want).abs().max().item<double>();
+        QVERIFY2(diff < 2e-5, qPrintable(QString("max difference %1").arg(diff)));
+        Enabled off(false);  // LibTorch's path expands and concatenates
+        QVERIFY((attention_product(q, parts, mask) - want).abs().max().item<double>() < 2e-5);
+    }
+
+    void referenceKeysProjectedOnceEqualTheTokens() {
+        // attn1 over [own tokens ; reference tokens] as the denoiser computed it before (the
+        // reference tokens through to_k/to_v for every frame), against forward_with_extra with the
+        // reference's keys projected once, on the kernel and on LibTorch's path, with items that
+        // drop the reference (plain self-attention for them).
+        torch::manual_seed(11);
+        torch::NoGradGuard no_grad;
+        Attention attn(AttentionOptions(16, 2, 8));
+        const int64_t b = 6, l = 64;
+        const auto x = torch::randn({b, l, 16}) * 2, ref = torch::randn({1, l, 16}) * 2;
+        auto item_mask = torch::ones({b}, torch::kBool);
+        item_mask.narrow(0, 0, 2).fill_(false);
+        std::vector<torch::Tensor> want;
+        for (int64_t i = 0; i < b; ++i) {
+            const auto xi = x.narrow(0, i, 1);
+            want.push_back(i < 2 ? attn(xi) : attn(xi, torch::cat({xi, ref}, 1)));
+        }
+        const auto expected = torch::cat(want, 0);
+        const auto keys = attn->split_heads(attn->to_k(ref)),
+                   values = attn->split_heads(attn->to_v(ref));
+        for (bool kernel : {true, false}) {
+            Enabled on(kernel);
+            const auto got = attn->forward_with_extra(x, keys, values, item_mask);
+            const double diff = (got - expected).abs().max().item<double>();
+            QVERIFY2(diff < 2e-5,
+                     qPrintable(QString("kernel %1: max difference %2").arg(kernel).arg(diff)));
+        }
+    }
+
+    void oneTokenCrossAttentionSkipsTheQueries() {
+        // Inference skips norm2/to_q/to_k for a one-token context; training (autograd) runs the
+        // full attention. Both must give the same block output.
+        torch::manual_seed(5);
+        BasicTransformerBlock block(BasicTransformerBlockOptions(16, 2, 8).cross_attention_dim(32));
+        const auto x = torch::randn({4, 30, 16}), context = torch::randn({4, 1, 32});
+        torch::Tensor full, fast;
+        {
+            torch::AutoGradMode grad(true);
+            QVERIFY(!AttentionImpl::output_ignores_queries(context));
+            full = block(x, context).detach();
+        }
+        {
+            torch::NoGradGuard no_grad;
+            QVERIFY(AttentionImpl::output_ignores_queries(context));
+            QVERIFY(!AttentionImpl::output_ignores_queries(torch::randn({4, 2, 32})));
+            fast = block(x, context);
+        }
+        const double diff = (full - fast).abs().max().item<double>();
+        QVERIFY2(diff < 1e-5, qPrintable(QString("max difference %1").arg(diff)));
+        QVERIFY(full.abs().max().item<double>() > 0.1);  // a real output, not zeros
     }
 
     void broadcastBatchIsRead() {
