@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 
 namespace loopy::model {
@@ -157,7 +158,7 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
                                                  const torch::Tensor& encoder_hidden_states,
                                                  const torch::Tensor& positions) {
     // Positions are added to the normalised input of each attention, not to the residual stream.
-    auto normed = norm1(x);
+    auto normed = forward_layer_norm(norm1, x);
     if (pos_embed) normed = pos_embed(normed);
     if (positions.defined()) normed = normed + positions;
     const auto extra = self_attention_kv ? self_attention_kv(normed) : ExtraKeyValues{};
@@ -170,11 +171,11 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
         // norm2 and the query projections would be wasted (7 of them per U-Net pass).
         h = h + attn2->single_key_output(encoder_hidden_states);
     } else if (attn2) {
-        normed = norm2(h);
+        normed = forward_layer_norm(norm2, h);
         if (pos_embed) normed = pos_embed(normed);
         h = attn2(normed, encoder_hidden_states) + h;
     }
-    return ff(norm3(h)) + h;
+    return ff(forward_layer_norm(norm3, h)) + h;
 }
 
 // --- Transformer2DModel ---

@@ -14,30 +14,14 @@
 
 #include "core/error.h"
 #include "core/torch_compat.h"
-
-// An AVX2/FMA copy of the kernel next to the portable one, chosen by what the CPU supports:
-// Debian builds for every x86-64, most CPUs have AVX2.
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define LOOPY_HAVE_AVX2_KERNEL 1
-#define LOOPY_AVX2_FMA __attribute__((target("avx2,fma")))
-#else
-#define LOOPY_HAVE_AVX2_KERNEL 0
-#endif
-#if defined(__GNUC__)
-#define LOOPY_INLINE inline __attribute__((always_inline))  // compiled into each copy
-#else
-#define LOOPY_INLINE inline
-#endif
+#include "model/cpu_dispatch.h"
 
 namespace loopy::model {
 
 namespace {
 
 std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> flag{[] {
-        const char* env = std::getenv("LOOPY_CPU_ATTENTION");
-        return !(env && std::string(env) == "0");
-    }()};
+    static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_ATTENTION")};
     return flag;
 }
 
@@ -426,7 +410,7 @@ using AttendFn = void (*)(const MatrixView&, const Shape&, Scratch&);
 
 AttendFn pick_kernel() {
 #if LOOPY_HAVE_AVX2_KERNEL
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return attend_matrix_avx2;
+    if (cpu_has_avx2_fma()) return attend_matrix_avx2;
 #endif
     return attend_matrix_portable;
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/system.h"
+#include "model/cpu_dispatch.h"
 
 namespace loopy::model {
 
@@ -18,10 +19,7 @@ namespace {
 constexpr int64_t kMinRows = 2048;
 
 std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> flag{[] {
-        const char* env = std::getenv("LOOPY_PARALLEL_LINEAR");
-        return !(env && std::string(env) == "0");
-    }()};
+    static std::atomic<bool> flag{environment_switch_on("LOOPY_PARALLEL_LINEAR")};
     return flag;
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 
 namespace loopy::model {
@@ -187,21 +188,22 @@ torch::Tensor InterClipTemporalLayerImpl::block_forward(BasicTransformerBlockImp
         return block.pos_embed ? t + block.pos_embed->pe.narrow(1, start, t.size(1)) : t;
     };
     auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn) {
-        auto q = position(norm_layer(clip), motion_positions);
+        auto q = position(forward_layer_norm(norm_layer, clip), motion_positions);
         if (!memory.defined()) return attn(q);
-        auto kv = torch::cat({position(norm_layer(memory), motion_positions - m), q}, 1);
+        auto kv = torch::cat(
+            {position(forward_layer_norm(norm_layer, memory), motion_positions - m), q}, 1);
         return masked_attention(*attn, q, kv, key_mask);
     };
     auto h = attend(block.norm1, block.attn1) + clip;
     if (block.attn2) h = attend(block.norm2, block.attn2) + h;
-    return block.ff(block.norm3(h)) + h;
+    return block.ff(forward_layer_norm(block.norm3, h)) + h;
 }
 
 torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
     BasicTransformerBlockImpl& block, const torch::Tensor& clip, int64_t batch,
     const MotionKeyValues& prepared, size_t& next, const torch::Tensor& key_mask) {
     auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn) {
-        auto q = norm_layer(clip);
+        auto q = forward_layer_norm(norm_layer, clip);
         if (block.pos_embed) q = q + block.pos_embed->pe.narrow(1, motion_positions, q.size(1));
         if (next >= prepared.keys.size())
             throw Error("InterClipTemporalLayer: prepared motion has too few attentions");
@@ -210,7 +212,7 @@ torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
     };
     auto h = attend(block.norm1, block.attn1) + clip;
     if (block.attn2) h = attend(block.norm2, block.attn2) + h;
-    return block.ff(block.norm3(h)) + h;
+    return block.ff(forward_layer_norm(block.norm3, h)) + h;
 }
 
 torch::Tensor InterClipTemporalLayerImpl::memory_tokens(const torch::Tensor& motion, int64_t b,
@@ -236,7 +238,7 @@ MotionKeyValues InterClipTemporalLayerImpl::prepare(const torch::Tensor& motion)
     MotionKeyValues out;
     for (auto& block : blocks) {
         auto add = [&](nn::LayerNorm& norm_layer, Attention& attn) {
-            auto normed = norm_layer(memory);
+            auto normed = forward_layer_norm(norm_layer, memory);
             if (block->pos_embed)
                 normed = normed + block->pos_embed->pe.narrow(1, motion_positions - m, m);
             out.keys.push_back(attn->split_heads(attn->to_k(normed)).contiguous());
@@ -307,7 +309,7 @@ AudioAttentionImpl::AudioAttentionImpl(int64_t channels, int64_t heads, int64_t 
 torch::Tensor AudioAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& tokens) {
     const int64_t bf = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3);
     auto t = x.permute({0, 2, 3, 1}).reshape({bf, height * width, c});
-    auto out = attn(norm(t), tokens);
+    auto out = attn(forward_layer_norm(norm, t), tokens);
     return out.reshape({bf, height, width, c}).permute({0, 3, 1, 2});
 }
 

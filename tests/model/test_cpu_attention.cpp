@@ -1,7 +1,8 @@
 // The engine's CPU kernels against LibTorch's operators: the attention kernel
 // (model/cpu_attention.h) on every path (unrolled head widths, the scalar width, short and long
 // key rows, masks, strided and broadcast inputs, keys in parts) and its refusal of inputs it must
-// leave to LibTorch; the row-split Linear (model/cpu_linear.h); the attention modules' inference
+// leave to LibTorch; the row-split Linear (model/cpu_linear.h); the narrow-row LayerNorm
+// (model/cpu_layer_norm.h); the attention modules' inference
 // shortcuts (reference keys projected once, the one-token cross-attention) against their plain
 // computation.
 #include <ATen/record_function.h>
@@ -14,6 +15,7 @@
 #include "core/system.h"
 #include "model/attention.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 
 using namespace loopy::model;
@@ -296,6 +298,43 @@ class CpuAttentionTest : public QObject {
             QVERIFY2(diff <= 1e-6, qPrintable(QString("max difference %1").arg(diff)));
         }
         at::removeCallback(handle);
+    }
+
+    void layerNormMatchesLibTorch_data() {
+        QTest::addColumn<int>("width");
+        QTest::newRow("16") << 16;
+        QTest::newRow("32") << 32;
+        QTest::newRow("64") << 64;
+        QTest::newRow("12, no unrolled loop") << 12;
+    }
+
+    void layerNormMatchesLibTorch() {
+        QFETCH(int, width);
+        torch::manual_seed(width);
+        torch::nn::LayerNorm layer(torch::nn::LayerNormOptions({width}).eps(1e-5));
+        {
+            torch::NoGradGuard no_grad;
+            layer->weight.uniform_(0.5, 1.5);
+            layer->bias.uniform_(-0.5, 0.5);
+        }
+        // Strided (a permuted view, as the temporal layers pass), an offset mean, 3000 rows.
+        const auto x = (torch::randn({width, 3000}) * 3 + 5).t();
+        torch::Tensor want, got;
+        {
+            set_cpu_layer_norm_enabled(false);
+            torch::NoGradGuard no_grad;
+            want = layer(x);
+            set_cpu_layer_norm_enabled(true);
+            got = forward_layer_norm(layer, x);
+        }
+        const double diff = (got - want).abs().max().item<double>();
+        QVERIFY2(diff < 2e-5, qPrintable(QString("max difference %1").arg(diff)));
+        QVERIFY(want.abs().max().item<double>() > 1.0);
+        // Training: the layer's own path, gradients flow.
+        auto trained = forward_layer_norm(layer, x);
+        QVERIFY(trained.requires_grad());
+        trained.sum().backward();
+        QVERIFY(layer->weight.grad().defined());
     }
 
     void rowSplitLinearLeavesAutogradToTheLayer() {

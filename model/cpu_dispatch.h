@@ -1,0 +1,38 @@
+#pragma once
+// What the engine's hand-written CPU code (cpu_attention.cpp, cpu_layer_norm.cpp, cpu_linear.cpp)
+// shares: an AVX2/FMA copy of a function next to the portable one, picked by what the CPU
+// supports (Debian builds for every x86-64; most CPUs have AVX2), and the environment switches
+// that turn each piece off for comparisons.
+#include <cstdlib>
+#include <cstring>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define LOOPY_HAVE_AVX2_KERNEL 1
+#define LOOPY_AVX2_FMA __attribute__((target("avx2,fma")))
+#else
+#define LOOPY_HAVE_AVX2_KERNEL 0
+#endif
+#if defined(__GNUC__)
+#define LOOPY_INLINE inline __attribute__((always_inline))  // compiled into each copy
+#else
+#define LOOPY_INLINE inline
+#endif
+
+namespace loopy::model {
+
+// True when the AVX2/FMA copies may run here.
+inline bool cpu_has_avx2_fma() {
+#if LOOPY_HAVE_AVX2_KERNEL
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+// On unless the environment variable is "0".
+inline bool environment_switch_on(const char* name) {
+    const char* value = std::getenv(name);
+    return !(value && std::strcmp(value, "0") == 0);
+}
+
+}  // namespace loopy::model

@@ -1,0 +1,120 @@
+#include "model/cpu_layer_norm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "model/cpu_dispatch.h"
+
+namespace loopy::model {
+
+namespace {
+
+std::atomic<bool>& enabled_flag() {
+    static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_LAYER_NORM")};
+    return flag;
+}
+
+struct NormArgs {
+    const float* x;
+    float* y;
+    const float* weight;
+    const float* bias;
+    int64_t width;
+    float eps;
+};
+
+// Rows [begin, end) of width C (0: args.width, any). Two passes over the row, as LibTorch: the
+// mean, then the variance around it.
+template <int C>
+LOOPY_INLINE void normalise_rows(const NormArgs& a, int64_t begin, int64_t end) {
+    const int64_t n = C > 0 ? C : a.width;
+    for (int64_t r = begin; r < end; ++r) {
+        const float* __restrict x = a.x + r * n;
+        float* __restrict y = a.y + r * n;
+        float sum = 0.0f;
+        for (int64_t c = 0; c < n; ++c)
+            sum += x[c];
+        const float mean = sum / static_cast<float>(n);
+        float squares = 0.0f;
+        for (int64_t c = 0; c < n; ++c)
+            squares += (x[c] - mean) * (x[c] - mean);
+        const float rstd = 1.0f / std::sqrt(squares / static_cast<float>(n) + a.eps);
+        for (int64_t c = 0; c < n; ++c)
+            y[c] = (x[c] - mean) * rstd * a.weight[c] + a.bias[c];
+    }
+}
+
+LOOPY_INLINE void normalise_by_width(const NormArgs& a, int64_t begin, int64_t end) {
+    switch (a.width) {
+        case 16:
+            return normalise_rows<16>(a, begin, end);
+        case 32:
+            return normalise_rows<32>(a, begin, end);
+        case 64:
+            return normalise_rows<64>(a, begin, end);
+        default:
+            return normalise_rows<0>(a, begin, end);
+    }
+}
+
+void normalise_portable(const NormArgs& a, int64_t begin, int64_t end) {
+    normalise_by_width(a, begin, end);
+}
+
+#if LOOPY_HAVE_AVX2_KERNEL
+LOOPY_AVX2_FMA void normalise_avx2(const NormArgs& a, int64_t begin, int64_t end) {
+    normalise_by_width(a, begin, end);
+}
+#endif
+
+using NormaliseFn = void (*)(const NormArgs&, int64_t, int64_t);
+
+NormaliseFn pick_kernel() {
+#if LOOPY_HAVE_AVX2_KERNEL
+    if (cpu_has_avx2_fma()) return normalise_avx2;
+#endif
+    return normalise_portable;
+}
+
+bool applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
+    const auto& o = layer.options;
+    if (!cpu_layer_norm_enabled() || !o.elementwise_affine() || o.normalized_shape().size() != 1)
+        return false;
+    const int64_t width = o.normalized_shape()[0];
+    if (width > 64 || x.dim() < 1 || x.size(-1) != width || x.numel() == 0) return false;
+    for (const auto* t : {&x, &layer.weight, &layer.bias})
+        if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != torch::kFloat32)
+            return false;
+    return !(torch::GradMode::is_enabled() &&
+             (x.requires_grad() || layer.weight.requires_grad() || layer.bias.requires_grad()));
+}
+
+}  // namespace
+
+void set_cpu_layer_norm_enabled(bool enabled) {
+    enabled_flag().store(enabled);
+}
+
+bool cpu_layer_norm_enabled() {
+    return enabled_flag().load();
+}
+
+torch::Tensor forward_layer_norm(torch::nn::LayerNorm& layer, const torch::Tensor& x_in) {
+    if (!applies(*layer, x_in)) return layer(x_in);
+    RECORD_FUNCTION("loopy::layer_norm", std::vector<c10::IValue>({x_in}));
+    const auto x = x_in.contiguous();
+    const auto weight = layer->weight.contiguous(), bias = layer->bias.contiguous();
+    auto y = torch::empty_like(x);
+    const NormArgs args{
+        x.data_ptr<float>(),    y.data_ptr<float>(), weight.data_ptr<float>(),
+        bias.data_ptr<float>(), x.size(-1),          static_cast<float>(layer->options.eps())};
+    static const NormaliseFn normalise = pick_kernel();
+    at::parallel_for(0, x.numel() / args.width, 512,
+                     [&](int64_t begin, int64_t end) { normalise(args, begin, end); });
+    return y;
+}
+
+}  // namespace loopy::model
