@@ -15,10 +15,13 @@
 #include "core/error.h"
 #include "core/torch_compat.h"
 #include "model/cpu_dispatch.h"
+#include "model/cpu_vec8.h"
 
 namespace loopy::model {
 
 namespace {
+
+using namespace simd;
 
 std::atomic<bool>& enabled_flag() {
     static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_ATTENTION")};
@@ -49,66 +52,6 @@ struct Shape {
     int64_t lq, lk, d;  // lk: all keys of all parts
     float scale;
 };
-
-// The vectors never cross a non-inlined call, so the ABI of passing them does not matter.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-// Eight floats: GCC/Clang vector extensions, lowered to AVX2 in the AVX2 copy and to SSE pairs
-// in the portable one.
-typedef float Vec8 __attribute__((vector_size(32)));
-typedef int32_t Int8 __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 8;
-constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
-
-LOOPY_INLINE Vec8 load8(const float* p) {
-    Vec8 v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-LOOPY_INLINE void store8(float* p, Vec8 v) {
-    std::memcpy(p, &v, sizeof v);
-}
-LOOPY_INLINE Vec8 splat8(float x) {
-    return Vec8{x, x, x, x, x, x, x, x};
-}
-LOOPY_INLINE float sum8(Vec8 v) {
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-}
-LOOPY_INLINE float max8(Vec8 v) {
-    float m = v[0];
-    for (int i = 1; i < kLanes; ++i)
-        m = std::max(m, v[i]);
-    return m;
-}
-
-// Below this a probability is 0: exp(-64) is 1.6e-28 of the row's largest, far under float
-// precision, and the products of smaller ones with the values would be denormal numbers, which
-// cost x86 CPUs a hundred cycles each (trained attention is sharp: it happens all the time).
-constexpr float kExpCutoff = -64.0f;
-
-// exp(x) for x <= 0 (or -inf), 0 below kExpCutoff: exp(r) * 2^n with x = n ln 2 + r. n is
-// rounded by adding 1.5 * 2^23 (it lands in the mantissa's low bits, from where a shift moves it
-// into the exponent); exp(r) on [-ln2/2, ln2/2] is a degree-5 near-minimax polynomial (fitted
-// for this kernel by iteratively reweighted least squares; relative error 2e-7 in float, like
-// Cephes' degree-7 one, three operations fewer).
-LOOPY_INLINE Vec8 exp_nonpositive(Vec8 x) {
-    const Vec8 xi = x < splat8(kExpCutoff) ? splat8(kExpCutoff) : x;
-    const Vec8 shifted = xi * 1.44269504088896341f + 12582912.0f;
-    const Vec8 n = shifted - 12582912.0f;
-    const Vec8 r = xi - n * 0.693359375f - n * -2.12194440e-4f;  // ln 2 in two parts
-    Vec8 y = splat8(8.297652006e-3f);
-    y = y * r + 4.191538692e-2f;
-    y = y * r + 1.666757464e-1f;
-    y = y * r + 4.999889433e-1f;
-    y = y * r + 9.999997020e-1f;
-    y = y * r + 1.000000119f;
-    Int8 bits;
-    std::memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits << 23) + (127 << 23);  // 2^n: the bits above n shift out
-    Vec8 two_n;
-    std::memcpy(&two_n, &bits, sizeof two_n);
-    return x < splat8(kExpCutoff) ? splat8(0.0f) : y * two_n;
-}
 
 // From this many kept keys on, p.v runs along the keys (values transposed), like q.k^T: eight
 // independent sums per row instead of one pass over every value row per query.

@@ -2,7 +2,7 @@
 // (model/cpu_attention.h) on every path (unrolled head widths, the scalar width, short and long
 // key rows, masks, strided and broadcast inputs, keys in parts) and its refusal of inputs it must
 // leave to LibTorch; the row-split Linear (model/cpu_linear.h); the narrow-row LayerNorm
-// (model/cpu_layer_norm.h); the attention modules' inference
+// (model/cpu_layer_norm.h); GEGLU's gate (model/cpu_geglu.h); the attention modules' inference
 // shortcuts (reference keys projected once, the one-token cross-attention) against their plain
 // computation.
 #include <ATen/record_function.h>
@@ -15,6 +15,7 @@
 #include "core/system.h"
 #include "model/attention.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 
@@ -335,6 +336,35 @@ class CpuAttentionTest : public QObject {
         QVERIFY(trained.requires_grad());
         trained.sum().backward();
         QVERIFY(layer->weight.grad().defined());
+    }
+
+    void gegluMatchesLibTorch_data() {
+        QTest::addColumn<int>("width");
+        QTest::newRow("64: whole vectors") << 64;
+        QTest::newRow("12: a scalar tail") << 12;
+    }
+
+    void gegluMatchesLibTorch() {
+        QFETCH(int, width);
+        torch::manual_seed(width);
+        // Gates across GELU's whole range, including far below zero (where it is tiny) and above.
+        const auto x = torch::randn({3000, 2 * width}) * 4;
+        const auto xd = x.to(torch::kFloat64);
+        const auto want = xd.narrow(1, 0, width) * torch::gelu(xd.narrow(1, width, width));
+        torch::Tensor got;
+        {
+            torch::NoGradGuard no_grad;
+            QVERIFY(cpu_geglu_enabled());
+            got = geglu_product(x);
+        }
+        QCOMPARE(got.sizes().vec(), (std::vector<int64_t>{3000, width}));
+        const double diff =
+            ((got.to(torch::kFloat64) - want).abs() / (want.abs() + 1)).max().item<double>();
+        QVERIFY2(diff < 1e-5, qPrintable(QString("max relative difference %1").arg(diff)));
+        // Training: LibTorch's operators, gradients flow.
+        auto leaf = x.clone().requires_grad_(true);
+        geglu_product(leaf).sum().backward();
+        QVERIFY(leaf.grad().defined());
     }
 
     void rowSplitLinearLeavesAutogradToTheLayer() {

@@ -1,0 +1,115 @@
+#include "model/cpu_geglu.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "model/cpu_dispatch.h"
+#include "model/cpu_vec8.h"
+
+namespace loopy::model {
+
+namespace {
+
+using namespace simd;
+
+std::atomic<bool>& enabled_flag() {
+    static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_GEGLU")};
+    return flag;
+}
+
+// Abramowitz & Stegun 7.1.26: 1 - erf(z) = (a1 t + ... + a5 t^5) exp(-z^2), t = 1 / (1 + p z),
+// z >= 0, absolute error 1.5e-7.
+constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f,
+                kA4 = -1.453152027f, kA5 = 1.061405429f;
+
+// gelu(x) = x (1 + erf(x / sqrt 2)) / 2 = x (1 - q/2) for x >= 0 and x q / 2 below, with
+// q = 1 - erf(|x| / sqrt 2): the negative side keeps its relative precision.
+LOOPY_INLINE Vec8 gelu8(Vec8 x) {
+    const Vec8 z = (x < 0.0f ? -x : x) * 0.70710678118654752f;
+    const Vec8 t = 1.0f / (z * kP + 1.0f);
+    Vec8 poly = splat8(kA5);
+    poly = poly * t + kA4;
+    poly = poly * t + kA3;
+    poly = poly * t + kA2;
+    poly = poly * t + kA1;
+    const Vec8 q = poly * t * exp_nonpositive(-(z * z));
+    return x < 0.0f ? x * q * 0.5f : x - x * q * 0.5f;
+}
+
+struct Rows {
+    const float* x;  // [rows, 2n]
+    float* y;        // [rows, n]
+    int64_t n;
+};
+
+LOOPY_INLINE void geglu_rows(const Rows& a, int64_t begin, int64_t end) {
+    const int64_t whole = a.n / kLanes * kLanes;
+    for (int64_t r = begin; r < end; ++r) {
+        const float* value = a.x + r * 2 * a.n;
+        const float* gate = value + a.n;
+        float* y = a.y + r * a.n;
+        for (int64_t c = 0; c < whole; c += kLanes)
+            store8(y + c, load8(value + c) * gelu8(load8(gate + c)));
+        for (int64_t c = whole; c < a.n; ++c)
+            y[c] = value[c] * 0.5f * gate[c] * (1.0f + std::erf(gate[c] * 0.70710678118654752f));
+    }
+}
+
+void geglu_portable(const Rows& a, int64_t begin, int64_t end) {
+    geglu_rows(a, begin, end);
+}
+
+#if LOOPY_HAVE_AVX2_KERNEL
+LOOPY_AVX2_FMA void geglu_avx2(const Rows& a, int64_t begin, int64_t end) {
+    geglu_rows(a, begin, end);
+}
+#endif
+
+using GegluFn = void (*)(const Rows&, int64_t, int64_t);
+
+GegluFn pick_kernel() {
+#if LOOPY_HAVE_AVX2_KERNEL
+    if (cpu_has_avx2_fma()) return geglu_avx2;
+#endif
+    return geglu_portable;
+}
+
+bool applies(const torch::Tensor& x) {
+    return cpu_geglu_enabled() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+           x.dim() >= 1 && x.size(-1) % 2 == 0 && x.numel() > 0 &&
+           !(torch::GradMode::is_enabled() && x.requires_grad());
+}
+
+}  // namespace
+
+void set_cpu_geglu_enabled(bool enabled) {
+    enabled_flag().store(enabled);
+}
+
+bool cpu_geglu_enabled() {
+    return enabled_flag().load();
+}
+
+torch::Tensor geglu_product(const torch::Tensor& x_in) {
+    if (!applies(x_in)) {
+        auto parts = x_in.chunk(2, -1);
+        // The gate is a strided half; LibTorch 1.13's CPU gelu is scalar on strided input.
+        return parts[0] * torch::gelu(parts[1].contiguous());
+    }
+    RECORD_FUNCTION("loopy::geglu", std::vector<c10::IValue>({x_in}));
+    const auto x = x_in.contiguous();
+    const int64_t n = x.size(-1) / 2;
+    auto shape = x.sizes().vec();
+    shape.back() = n;
+    auto y = torch::empty(shape, x.options());
+    const Rows rows{x.data_ptr<float>(), y.data_ptr<float>(), n};
+    static const GegluFn geglu = pick_kernel();
+    at::parallel_for(0, x.numel() / (2 * n), std::max<int64_t>(1, 16384 / n),
+                     [&](int64_t begin, int64_t end) { geglu(rows, begin, end); });
+    return y;
+}
+
+}  // namespace loopy::model
