@@ -114,10 +114,10 @@ LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scra
         scratch.mask_add[static_cast<size_t>(j)] = j < kept ? 0.0f : kMinusInf;
 }
 
-// Scores of query row qi against every kept key, turned into unnormalised probabilities;
-// returns their sum.
+// Scores of query row qi against every kept key into scratch.scores (-inf for the padding);
+// returns their maximum.
 template <int D>
-LOOPY_INLINE float row_probabilities(const float* qi, const Shape& s, Scratch& scratch) {
+LOOPY_INLINE float row_scores(const float* qi, const Shape& s, Scratch& scratch) {
     const int64_t d = D > 0 ? D : s.d, n = scratch.padded, stride = scratch.stride;
     float* __restrict p = scratch.scores.data();
     const float* __restrict kt = scratch.keys_t.data();
@@ -130,7 +130,15 @@ LOOPY_INLINE float row_probabilities(const float* qi, const Shape& s, Scratch& s
         store8(p + j, acc);
         max = max > acc ? max : acc;
     }
-    const Vec8 row_max = splat8(max8(max));
+    return max8(max);
+}
+
+// The row's scores turned into unnormalised probabilities; returns their sum.
+template <int D>
+LOOPY_INLINE float row_probabilities(const float* qi, const Shape& s, Scratch& scratch) {
+    const int64_t n = scratch.padded;
+    const Vec8 row_max = splat8(row_scores<D>(qi, s, scratch));
+    float* __restrict p = scratch.scores.data();
     Vec8 sum[2] = {};  // two chains of additions
     for (int64_t j = 0; j < n; j += kLanes) {
         const Vec8 e = exp_nonpositive(load8(p + j) - row_max);
@@ -211,22 +219,9 @@ LOOPY_INLINE void weighted_values_t(const Scratch& scratch, float inv, float* ou
 LOOPY_INLINE void long_row_8(const float* qi, const Shape& s, Scratch& scratch, float* out) {
     constexpr int D = 8;
     const int64_t n = scratch.padded, stride = scratch.stride;
-    float* __restrict p = scratch.scores.data();
-    const float* __restrict kt = scratch.keys_t.data();
+    const Vec8 row_max = splat8(row_scores<D>(qi, s, scratch));
+    const float* __restrict p = scratch.scores.data();
     const float* __restrict vt = scratch.values.data();
-    const float* __restrict madd = scratch.mask_add.data();
-    Vec8 qs[D];
-    for (int c = 0; c < D; ++c)
-        qs[c] = splat8(qi[c] * s.scale);
-    Vec8 max = splat8(kMinusInf);
-    for (int64_t j = 0; j < n; j += kLanes) {
-        Vec8 acc = load8(madd + j);
-        for (int c = 0; c < D; ++c)
-            acc += qs[c] * load8(kt + c * stride + j);
-        store8(p + j, acc);
-        max = max > acc ? max : acc;
-    }
-    const Vec8 row_max = splat8(max8(max));
     Vec8 sum = {}, acc[D] = {};
     for (int64_t j = 0; j < n; j += kLanes) {
         const Vec8 e = exp_nonpositive(load8(p + j) - row_max);
@@ -234,8 +229,7 @@ LOOPY_INLINE void long_row_8(const float* qi, const Shape& s, Scratch& scratch, 
         for (int c = 0; c < D; ++c)
             acc[c] += e * load8(vt + c * stride + j);
     }
-    const float total = sum8(sum);
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    const float inv = 1.0f / sum8(sum);  // >= 1: the row's largest score gives exp(0)
     for (int c = 0; c < D; ++c)
         out[c] = sum8(acc[c]) * inv;
 }

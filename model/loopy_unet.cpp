@@ -241,8 +241,9 @@ MotionKeyValues InterClipTemporalLayerImpl::prepare(const torch::Tensor& motion)
             auto normed = forward_layer_norm(norm_layer, memory);
             if (block->pos_embed)
                 normed = normed + block->pos_embed->pe.narrow(1, motion_positions - m, m);
-            out.keys.push_back(attn->split_heads(attn->to_k(normed)).contiguous());
-            out.values.push_back(attn->split_heads(attn->to_v(normed)).contiguous());
+            out.keys.push_back(attn->split_heads(forward_linear(attn->to_k, normed)).contiguous());
+            out.values.push_back(
+                attn->split_heads(forward_linear(attn->to_v, normed)).contiguous());
         };
         add(block->norm1, block->attn1);
         if (block->attn2) add(block->norm2, block->attn2);

@@ -9,6 +9,8 @@
 #include "core/flop_counter.h"
 #include "core/resources.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_geglu.h"
+#include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 #include "model/guidance.h"
 #include "model/temporal_segment.h"
@@ -325,8 +327,9 @@ class SessionTest : public QObject {
             message.c_str());
     }
 
-    // The CPU kernels (model/cpu_attention.h, model/cpu_linear.h) against LibTorch's operators
-    // through whole clips of the trained demo model, whose attention is sharp.
+    // The CPU kernels (model/cpu_attention.h, cpu_linear.h, cpu_layer_norm.h, cpu_geglu.h)
+    // against LibTorch's operators through whole clips of the trained demo model, whose attention
+    // is sharp.
     void cpuKernelsKeepTheDemoModelsFrames() {
         const auto checkpoint = default_checkpoint();
         QVERIFY2(!checkpoint.empty(), "the demo model is part of the source tree");
@@ -334,18 +337,22 @@ class SessionTest : public QObject {
         options.threads = 2;  // the row-split linears need two, on any machine
         const auto model = Model::load(checkpoint, options);
         const int size = model->resolution();
-        static std::atomic<int> kernel_calls{0}, linear_calls{0};
+        static std::atomic<int> kernel_calls{0}, linear_calls{0}, norm_calls{0}, geglu_calls{0};
         const auto handle = at::addThreadLocalCallback(
             at::RecordFunctionCallback([](const at::RecordFunction& fn)
                                            -> std::unique_ptr<at::ObserverContext> {
                 const std::string name = fn.name();
                 if (name == "loopy::cpu_attention") ++kernel_calls;
                 if (name == "loopy::linear") ++linear_calls;
+                if (name == "loopy::layer_norm") ++norm_calls;
+                if (name == "loopy::geglu") ++geglu_calls;
                 return nullptr;
             }).scopes({at::RecordScope::FUNCTION}));
         auto run = [&](bool kernel, double* flops) {
             model::set_cpu_attention_enabled(kernel);
             model::set_parallel_linear_enabled(kernel);
+            model::set_cpu_layer_norm_enabled(kernel);
+            model::set_cpu_geglu_enabled(kernel);
             FlopCounter counter;
             Session session(model, test::test_portrait(size).data(), size, size, fast_settings(4));
             Output out;
@@ -358,15 +365,21 @@ class SessionTest : public QObject {
         };
         double flops_kernel = 0, flops_libtorch = 0;
         const auto with_kernel = run(true, &flops_kernel);
-        const int calls = kernel_calls.exchange(0), linears = linear_calls.exchange(0);
+        const int calls = kernel_calls.exchange(0), linears = linear_calls.exchange(0),
+                  norms = norm_calls.exchange(0), geglus = geglu_calls.exchange(0);
         const auto without = run(false, &flops_libtorch);
         at::removeCallback(handle);
         model::set_cpu_attention_enabled(true);
         model::set_parallel_linear_enabled(true);
+        model::set_cpu_layer_norm_enabled(true);
+        model::set_cpu_geglu_enabled(true);
         QVERIFY2(calls > 0, "the kernel never ran");
         QCOMPARE(kernel_calls.load(), 0);
         QVERIFY2(linears > 0, "no linear layer was split over the threads");
         QCOMPARE(linear_calls.load(), 0);
+        QVERIFY2(norms > 0 && geglus > 0, "the LayerNorm or GEGLU loop never ran");
+        QCOMPARE(norm_calls.load(), 0);
+        QCOMPARE(geglu_calls.load(), 0);
         QCOMPARE(with_kernel.frames.size(), size_t(24));
         QCOMPARE(without.frames.size(), with_kernel.frames.size());
         const int worst = max_pixel_difference(with_kernel, without);
