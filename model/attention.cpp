@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_dispatch.h"
 #include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
@@ -16,6 +17,23 @@ namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
 // --- Attention ---
+
+namespace {
+
+EnvironmentSwitch& fused_qkv_switch() {
+    static EnvironmentSwitch on_off{"LOOPY_FUSED_QKV"};
+    return on_off;
+}
+
+}  // namespace
+
+void set_fused_qkv_enabled(bool enabled) {
+    fused_qkv_switch().set(enabled);
+}
+
+bool fused_qkv_enabled() {
+    return fused_qkv_switch().on();
+}
 
 AttentionImpl::AttentionImpl(const AttentionOptions& opts) : options(opts) {
     if (opts.heads() <= 0 || opts.dim_head() <= 0)
@@ -39,11 +57,47 @@ torch::Tensor AttentionImpl::merge_heads(const torch::Tensor& t) const {
     return t.transpose(1, 2).reshape({t.size(0), t.size(2), options.heads() * options.dim_head()});
 }
 
+const AttentionImpl::StackedProjection& AttentionImpl::stacked_projection() {
+    std::vector<torch::Tensor> weights{to_q->weight, to_k->weight, to_v->weight};
+    std::vector<torch::Tensor> biases;
+    if (to_q->bias.defined()) biases = {to_q->bias, to_k->bias, to_v->bias};
+    std::vector<std::pair<const void*, int64_t>> stamp;
+    for (const auto* list : {&weights, &biases})
+        for (const auto& t : *list)
+            stamp.emplace_back(t.data_ptr(), t._version());
+    if (stamp != stacked_.stamp) {
+        // Ordinary tensors, also when the first call comes under inference mode.
+        c10::InferenceMode ordinary(false);
+        torch::NoGradGuard no_grad;
+        stacked_.weight = torch::cat(weights, 0);
+        stacked_.bias = biases.empty() ? torch::Tensor() : torch::cat(biases, 0);
+        stacked_.stamp = std::move(stamp);
+    }
+    return stacked_;
+}
+
+std::array<torch::Tensor, 3> AttentionImpl::self_projections(const torch::Tensor& x) {
+    const bool recording = torch::GradMode::is_enabled() &&
+                           (x.requires_grad() || to_q->weight.requires_grad() ||
+                            to_k->weight.requires_grad() || to_v->weight.requires_grad());
+    if (recording || !fused_qkv_enabled())
+        return {split_heads(forward_linear(to_q, x)), split_heads(forward_linear(to_k, x)),
+                split_heads(forward_linear(to_v, x))};
+    const auto& stacked = stacked_projection();
+    const auto qkv = forward_linear(stacked.weight, stacked.bias, x);
+    const int64_t inner = options.heads() * options.dim_head();
+    return {split_heads(qkv.narrow(-1, 0, inner)), split_heads(qkv.narrow(-1, inner, inner)),
+            split_heads(qkv.narrow(-1, 2 * inner, inner))};
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
-    const auto& kv = context.defined() ? context : x;
+    if (!context.defined()) {
+        const auto [q, k, v] = self_projections(x);
+        return forward_linear(out_proj, merge_heads(attention_product(q, k, v)));
+    }
     auto q = split_heads(forward_linear(to_q, x));
-    auto k = split_heads(forward_linear(to_k, kv));
-    auto v = split_heads(forward_linear(to_v, kv));
+    auto k = split_heads(forward_linear(to_k, context));
+    auto v = split_heads(forward_linear(to_v, context));
     return forward_linear(out_proj, merge_heads(attention_product(q, k, v)));
 }
 
@@ -51,9 +105,7 @@ torch::Tensor AttentionImpl::forward_with_extra(const torch::Tensor& x, const to
                                                 const torch::Tensor& values,
                                                 const torch::Tensor& item_mask) {
     const int64_t b = x.size(0);
-    auto q = split_heads(forward_linear(to_q, x));
-    auto k = split_heads(forward_linear(to_k, x));
-    auto v = split_heads(forward_linear(to_v, x));
+    const auto [q, k, v] = self_projections(x);
     const KeyValueParts parts{{k, keys}, {v, values}};
     const bool all_items = !item_mask.defined() || item_mask.all().item<bool>();
     if (cpu_attention_applies(q, parts)) {

@@ -4,7 +4,6 @@
 #include <ATen/record_function.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -23,9 +22,9 @@ namespace {
 
 using namespace simd;
 
-std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_ATTENTION")};
-    return flag;
+EnvironmentSwitch& enabled_switch() {
+    static EnvironmentSwitch on_off{"LOOPY_CPU_ATTENTION"};
+    return on_off;
 }
 
 // Up to this many key/value parts per call (KeyValueParts).
@@ -360,11 +359,11 @@ torch::Tensor unit_last_stride(const torch::Tensor& t) {
 }  // namespace
 
 void set_cpu_attention_enabled(bool enabled) {
-    enabled_flag().store(enabled);
+    enabled_switch().set(enabled);
 }
 
 bool cpu_attention_enabled() {
-    return enabled_flag().load();
+    return enabled_switch().on();
 }
 
 bool cpu_attention_applies(const torch::Tensor& q, const KeyValueParts& kv) {

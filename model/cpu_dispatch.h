@@ -3,6 +3,7 @@
 // shares: an AVX2/FMA copy of a function next to the portable one, picked by what the CPU
 // supports (Debian builds for every x86-64; most CPUs have AVX2), and the environment switches
 // that turn each piece off for comparisons.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -34,5 +35,17 @@ inline bool environment_switch_on(const char* name) {
     const char* value = std::getenv(name);
     return !(value && std::strcmp(value, "0") == 0);
 }
+
+// An on/off switch for one piece of hand-written CPU code: read once from its environment
+// variable (environment_switch_on), then set between runs by tests and benchmarks.
+class EnvironmentSwitch {
+  public:
+    explicit EnvironmentSwitch(const char* name) : on_(environment_switch_on(name)) {}
+    void set(bool on) { on_.store(on); }
+    bool on() const { return on_.load(); }
+
+  private:
+    std::atomic<bool> on_;
+};
 
 }  // namespace loopy::model

@@ -3,7 +3,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
-#include <atomic>
 #include <cmath>
 
 #include "model/cpu_dispatch.h"
@@ -15,9 +14,9 @@ namespace {
 
 using namespace simd;
 
-std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_GEGLU")};
-    return flag;
+EnvironmentSwitch& enabled_switch() {
+    static EnvironmentSwitch on_off{"LOOPY_CPU_GEGLU"};
+    return on_off;
 }
 
 // Abramowitz & Stegun 7.1.26: 1 - erf(z) = (a1 t + ... + a5 t^5) exp(-z^2), t = 1 / (1 + p z),
@@ -86,11 +85,11 @@ bool applies(const torch::Tensor& x) {
 }  // namespace
 
 void set_cpu_geglu_enabled(bool enabled) {
-    enabled_flag().store(enabled);
+    enabled_switch().set(enabled);
 }
 
 bool cpu_geglu_enabled() {
-    return enabled_flag().load();
+    return enabled_switch().on();
 }
 
 torch::Tensor geglu_product(const torch::Tensor& x_in) {

@@ -3,7 +3,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
-#include <atomic>
 #include <cmath>
 
 #include "model/cpu_dispatch.h"
@@ -12,9 +11,9 @@ namespace loopy::model {
 
 namespace {
 
-std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> flag{environment_switch_on("LOOPY_CPU_LAYER_NORM")};
-    return flag;
+EnvironmentSwitch& enabled_switch() {
+    static EnvironmentSwitch on_off{"LOOPY_CPU_LAYER_NORM"};
+    return on_off;
 }
 
 struct NormArgs {
@@ -95,11 +94,11 @@ bool applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
 }  // namespace
 
 void set_cpu_layer_norm_enabled(bool enabled) {
-    enabled_flag().store(enabled);
+    enabled_switch().set(enabled);
 }
 
 bool cpu_layer_norm_enabled() {
-    return enabled_flag().load();
+    return enabled_switch().on();
 }
 
 torch::Tensor forward_layer_norm(torch::nn::LayerNorm& layer, const torch::Tensor& x_in) {
