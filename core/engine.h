@@ -26,6 +26,7 @@
 #include "model/ddim.h"
 #include "model/guidance.h"
 #include "model/loopy_model.h"
+#include "model/motion_features.h"
 #include "model/preview_decoder.h"
 #include "model/temporal_segment.h"
 
@@ -202,6 +203,7 @@ class Session {
     model::AudioSampleBuffer audio_;
     model::ReferenceBank reference_;
     model::MotionHistory history_;
+    model::MotionFeatureCache motion_features_;  // with uniform TSM sampling
     model::DDIMScheduler scheduler_;
     std::atomic<bool> cancel_{false};
     std::int64_t next_frame_ = 0;

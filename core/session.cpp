@@ -195,6 +195,8 @@ std::int64_t Session::generate_clip(const FrameCallback& on_frame,
     const auto conditions = encode_conditions(first_frame);
     const auto latents = denoise(conditions, settings, clip, on_progress);
     history_.push(latents);
+    motion_features_.forget_before(first_frame + model_->config().num_frames -
+                                   model::history_length(model_->config().temporal_segment));
     const auto emitted = emit_frames(latents, first_frame, settings, on_frame);
 
     next_frame_ = first_frame + model_->config().num_frames;
@@ -225,9 +227,13 @@ Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
     {
         StageTimer timer(stats_.motion_encode, model_->device());
         const auto motion = history_.abstract();
-        // The motion frames' keys and values, once per clip rather than per step and pass.
+        const auto frames = motion.frames.to(model_->dtype());
+        const auto ids = model::motion_frame_ids(config.temporal_segment, first_frame);
+        // Each generated frame through the ReferenceNet once; the motion frames' keys and
+        // values once per clip rather than per step and pass.
         out.motion = net.denoising_unet->prepare_motion(
-            net.reference_unet->encode_motion(motion.frames.to(model_->dtype()), motion.mask));
+            ids.empty() ? net.reference_unet->encode_motion(frames, motion.mask)
+                        : motion_features_.encode(*net.reference_unet, frames, motion.mask, ids));
     }
     return out;
 }

@@ -8,6 +8,7 @@
 #include "model/attention.h"
 #include "model/golden.h"
 #include "model/loopy_model.h"
+#include "model/motion_features.h"
 
 using namespace loopy;
 using model::DenoiseInputs;
@@ -70,6 +71,7 @@ class LoopyNetwork : public QObject {
     void drop_flags_equal_missing_conditions();
     void per_item_drops_in_one_batch();
     void prepared_motion_equals_computed_motion();
+    void motion_feature_cache_equals_encode_motion();
     void audio_to_latents_conditions();
     void audio_helpers();
     void full_model_end_to_end();
@@ -474,6 +476,47 @@ void LoopyNetwork::prepared_motion_equals_computed_motion() {
         in.motion = stale;
         QVERIFY(test::relative_error(run(f.denoiser, in), computed) > 1e-4);
     }
+}
+
+// MotionFeatureCache gives encode_motion's bank clip after clip while the history fills and rolls
+// on (14 clips of 12 frames > 124), running each frame through the ReferenceNet at most once.
+void LoopyNetwork::motion_feature_cache_equals_encode_motion() {
+    Fixture f;
+    randomise(*f.reference);
+    torch::NoGradGuard no_grad;
+    const auto& tsm = f.config.temporal_segment;
+    const int64_t frames_per_clip = 12;
+    model::MotionHistory history(tsm, 1, {4, 16, 16});
+    model::MotionFeatureCache cache;
+    int64_t present = 0;
+    for (int64_t clip = 0; clip < 14; ++clip) {
+        const int64_t first_frame = clip * frames_per_clip;
+        const auto motion = history.abstract();
+        const auto ids = model::motion_frame_ids(tsm, first_frame);
+        QCOMPARE(static_cast<int64_t>(ids.size()), model::num_motion_frames(tsm));
+        const auto cached = cache.encode(*f.reference, motion.frames, motion.mask, ids);
+        const auto direct = f.reference->encode_motion(motion.frames, motion.mask);
+        QVERIFY(torch::equal(cached.mask, direct.mask));
+        QCOMPARE(cached.sites.size(), direct.sites.size());
+        for (size_t s = 0; s < direct.sites.size(); ++s) {
+            QCOMPARE(cached.sites[s].sizes(), direct.sites[s].sizes());
+            const double err = (cached.sites[s] - direct.sites[s]).abs().max().item<double>();
+            QVERIFY2(err <= 1e-5 * (1 + direct.sites[s].abs().max().item<double>()),
+                     qPrintable(QString("clip %1 site %2: %3").arg(clip).arg(s).arg(err)));
+        }
+        present += motion.mask.sum().item<int64_t>();
+        history.push(torch::randn({1, frames_per_clip, 4, 16, 16}));
+        cache.forget_before(first_frame + frames_per_clip - model::history_length(tsm));
+        QVERIFY(cache.stored_frames() <= model::history_length(tsm));
+    }
+    qInfo("motion frames present over 14 clips: %lld, run through the ReferenceNet: %lld",
+          static_cast<long long>(present), static_cast<long long>(cache.encoded_frames()));
+    QVERIFY(present > 150);
+    QVERIFY(cache.encoded_frames() < present * 3 / 4);
+    // Other samplings are not one frame per motion frame: no ids, the caller encodes directly.
+    auto mean = tsm;
+    mean.sampling = model::SegmentSampling::Mean;
+    QVERIFY(model::motion_frame_ids(mean, 24).empty());
 }
 
 void LoopyNetwork::audio_to_latents_conditions() {
