@@ -9,6 +9,7 @@
 #include "model/cpu_attention.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
+#include "model/temporal_tokens.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -81,9 +82,8 @@ torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
                                     const torch::Tensor& memory_keys,
                                     const torch::Tensor& memory_values,
                                     const torch::Tensor& key_mask) {
-    auto q = attn.split_heads(forward_linear(attn.to_q, x));
-    const KeyValueParts parts{{memory_keys, attn.split_heads(forward_linear(attn.to_k, x))},
-                              {memory_values, attn.split_heads(forward_linear(attn.to_v, x))}};
+    const auto [q, k, v] = attn.self_projections(x);
+    const KeyValueParts parts{{memory_keys, k}, {memory_values, v}};
     return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, parts, key_mask)));
 }
 
@@ -261,10 +261,7 @@ torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_
                     " frames for a batch of " + std::to_string(bf) + " (at most " +
                     std::to_string(options.num_positional_embeddings()) + " frames)");
     const int64_t b = bf / num_frames, s = height * width, inner = proj_in->options.out_features();
-    // The clip's GroupNorm statistics span its frames, as in AnimateDiff's motion modules.
-    auto clip = norm(x.reshape({b, num_frames, c, height, width}).permute({0, 2, 1, 3, 4}));
-    clip = clip.permute({0, 3, 4, 2, 1}).reshape({b * s, num_frames, c});
-    clip = forward_linear(proj_in, clip) + type_embedding[1];
+    auto clip = forward_linear(proj_in, normalised_tokens(norm, x, num_frames)) + type_embedding[1];
 
     torch::Tensor memory, key_mask;
     const bool any_present = motion.defined() && (!mask.defined() || mask.any().item<bool>());
@@ -288,10 +285,7 @@ torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_
         clip = any_present && prepared
                    ? prepared_block_forward(*block, clip, b, *prepared, next, key_mask)
                    : block_forward(*block, clip, memory, key_mask);
-    auto out = forward_linear(proj_out, clip)
-                   .reshape({b, height, width, num_frames, c})
-                   .permute({0, 3, 4, 1, 2});
-    return out.reshape({bf, c, height, width}) + x;
+    return add_tokens_to_frames(x, forward_linear(proj_out, clip), num_frames);
 }
 
 // --- AudioAttention ---

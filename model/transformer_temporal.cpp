@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "model/cpu_linear.h"
+#include "model/temporal_tokens.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -92,21 +93,15 @@ TransformerTemporalModelImpl::TransformerTemporalModelImpl(
 }
 
 torch::Tensor TransformerTemporalModelImpl::forward(const torch::Tensor& x, int64_t num_frames) {
-    const int64_t bf = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3);
+    const int64_t bf = x.size(0);
     if (num_frames <= 0 || bf % num_frames != 0)
         throw Error("TransformerTemporalModel: batch of " + std::to_string(bf) +
                     " is not a multiple of num_frames " + std::to_string(num_frames));
-    const int64_t b = bf / num_frames;
-    // GroupNorm statistics span all frames of a video: normalise [B, C, F, H, W].
-    auto h = norm(x.reshape({b, num_frames, c, height, width}).permute({0, 2, 1, 3, 4}));
-    // One sequence of num_frames tokens per (video, y, x).
-    h = h.permute({0, 3, 4, 2, 1}).reshape({b * height * width, num_frames, c});
-    h = forward_linear(proj_in, h);
+    auto h = forward_linear(proj_in, normalised_tokens(norm, x, num_frames));
     for (auto& block : blocks)
         h = block(h);
     h = forward_linear(proj_out, h);
-    h = h.reshape({b, height, width, num_frames, c}).permute({0, 3, 4, 1, 2});
-    return h.reshape({bf, c, height, width}) + x;
+    return add_tokens_to_frames(x, h, num_frames);
 }
 
 }  // namespace loopy::model
