@@ -7,7 +7,6 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
-#include "model/cpu_dispatch.h"
 #include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
@@ -18,37 +17,6 @@ namespace F = torch::nn::functional;
 
 // --- Attention ---
 
-namespace {
-
-EnvironmentSwitch& fused_qkv_switch() {
-    static EnvironmentSwitch on_off{"LOOPY_FUSED_QKV"};
-    return on_off;
-}
-
-}  // namespace
-
-void set_fused_qkv_enabled(bool enabled) {
-    fused_qkv_switch().set(enabled);
-}
-
-bool fused_qkv_enabled() {
-    return fused_qkv_switch().on();
-}
-
-AttentionImpl::AttentionImpl(const AttentionOptions& opts) : options(opts) {
-    if (opts.heads() <= 0 || opts.dim_head() <= 0)
-        throw Error("Attention: heads and dim_head must be positive");
-    const int64_t inner = opts.heads() * opts.dim_head();
-    const int64_t kv_dim =
-        opts.cross_attention_dim() > 0 ? opts.cross_attention_dim() : opts.query_dim();
-    to_q = register_module(
-        "to_q", nn::Linear(nn::LinearOptions(opts.query_dim(), inner).bias(opts.bias())));
-    to_k = register_module("to_k", nn::Linear(nn::LinearOptions(kv_dim, inner).bias(opts.bias())));
-    to_v = register_module("to_v", nn::Linear(nn::LinearOptions(kv_dim, inner).bias(opts.bias())));
-    out_proj = nn::Linear(nn::LinearOptions(inner, opts.query_dim()).bias(opts.out_bias()));
-    to_out = register_module("to_out", nn::ModuleList(out_proj));
-}
-
 torch::Tensor AttentionImpl::split_heads(const torch::Tensor& t) const {
     return t.view({t.size(0), t.size(1), options.heads(), options.dim_head()}).transpose(1, 2);
 }
@@ -57,37 +25,9 @@ torch::Tensor AttentionImpl::merge_heads(const torch::Tensor& t) const {
     return t.transpose(1, 2).reshape({t.size(0), t.size(2), options.heads() * options.dim_head()});
 }
 
-const AttentionImpl::StackedProjection& AttentionImpl::stacked_projection() {
-    std::vector<torch::Tensor> weights{to_q->weight, to_k->weight, to_v->weight};
-    std::vector<torch::Tensor> biases;
-    if (to_q->bias.defined()) biases = {to_q->bias, to_k->bias, to_v->bias};
-    std::vector<std::pair<const void*, int64_t>> stamp;
-    for (const auto* list : {&weights, &biases})
-        for (const auto& t : *list)
-            stamp.emplace_back(t.data_ptr(), t._version());
-    if (stamp != stacked_.stamp) {
-        // Ordinary tensors, also when the first call comes under inference mode.
-        c10::InferenceMode ordinary(false);
-        torch::NoGradGuard no_grad;
-        stacked_.weight = torch::cat(weights, 0);
-        stacked_.bias = biases.empty() ? torch::Tensor() : torch::cat(biases, 0);
-        stacked_.stamp = std::move(stamp);
-    }
-    return stacked_;
-}
-
 std::array<torch::Tensor, 3> AttentionImpl::self_projections(const torch::Tensor& x) {
-    const bool recording = torch::GradMode::is_enabled() &&
-                           (x.requires_grad() || to_q->weight.requires_grad() ||
-                            to_k->weight.requires_grad() || to_v->weight.requires_grad());
-    if (recording || !fused_qkv_enabled())
-        return {split_heads(forward_linear(to_q, x)), split_heads(forward_linear(to_k, x)),
-                split_heads(forward_linear(to_v, x))};
-    const auto& stacked = stacked_projection();
-    const auto qkv = forward_linear(stacked.weight, stacked.bias, x);
-    const int64_t inner = options.heads() * options.dim_head();
-    return {split_heads(qkv.narrow(-1, 0, inner)), split_heads(qkv.narrow(-1, inner, inner)),
-            split_heads(qkv.narrow(-1, 2 * inner, inner))};
+    return {split_heads(forward_linear(to_q, x)), split_heads(forward_linear(to_k, x)),
+            split_heads(forward_linear(to_v, x))};
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {

@@ -10,7 +10,6 @@
 #include <array>
 #include <cstdint>
 #include <functional>
-#include <utility>
 #include <vector>
 
 namespace loopy::model {
@@ -51,9 +50,7 @@ class AttentionImpl : public torch::nn::Module {
     // out(to_v(context)) [B, 1, query_dim]: forward's result for every query in that case.
     torch::Tensor single_key_output(const torch::Tensor& context);
 
-    // q, k and v of self-attention over x [B, L, query_dim], split into heads. Without autograd
-    // the three projections run as one product over their stacked weights (one pass over x and
-    // one call instead of three), unless LOOPY_FUSED_QKV=0; with it, as three.
+    // q, k and v of self-attention over x [B, L, query_dim], split into heads.
     std::array<torch::Tensor, 3> self_projections(const torch::Tensor& x);
 
     // [B, L, heads*dim_head] <-> [B, heads, L, dim_head].
@@ -65,22 +62,8 @@ class AttentionImpl : public torch::nn::Module {
     torch::nn::ModuleList to_out{
         nullptr};                         // [0] Linear(inner, query_dim); diffusers' [1] is dropout
     torch::nn::Linear out_proj{nullptr};  // the same module as to_out[0], typed
-
-  private:
-    // to_q, to_k and to_v's weights (and biases) stacked, rebuilt when one of them changes
-    // (loaded, moved, trained: its storage or version counter differs from `stamp`).
-    struct StackedProjection {
-        torch::Tensor weight, bias;
-        std::vector<std::pair<const void*, int64_t>> stamp;
-    };
-    const StackedProjection& stacked_projection();
-    StackedProjection stacked_;
 };
 TORCH_MODULE(Attention);
-
-// On unless LOOPY_FUSED_QKV=0 (AttentionImpl::self_projections); set between runs.
-void set_fused_qkv_enabled(bool enabled);
-bool fused_qkv_enabled();
 
 // GEGLU feed-forward: net.0.proj Linear(dim, 2*inner) split into value and gate,
 // value * gelu(gate), then net.2 Linear(inner, dim). inner = mult * dim.

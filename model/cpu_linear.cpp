@@ -49,14 +49,8 @@ bool parallel_linear_enabled() {
 
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
     if (!splits(layer->weight, x)) return layer(x);
-    return forward_linear(layer->weight, layer->bias, x);
-}
-
-torch::Tensor forward_linear(const torch::Tensor& weight_in, const torch::Tensor& bias_in,
-                             const torch::Tensor& x) {
-    if (!splits(weight_in, x)) return torch::nn::functional::linear(x, weight_in, bias_in);
-    const auto weight = weight_in.detach();  // no autograd is recording (splits())
-    const auto bias = bias_in.defined() ? bias_in.detach() : torch::Tensor();
+    const auto weight = layer->weight.detach();  // no autograd is recording (splits())
+    const auto bias = layer->bias.defined() ? layer->bias.detach() : torch::Tensor();
     const int64_t in = x.size(-1), out_features = weight.size(0);
     const auto rows = x.reshape({-1, in});
     // One record in the calling thread for `--profile` and the FLOP counter, whose callbacks are

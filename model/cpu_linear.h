@@ -12,10 +12,6 @@ namespace loopy::model {
 // layer(x) for x [..., in_features]; rows split over the threads when x is a CPU float32
 // tensor of at least a few thousand rows, no autograd is recording and the switch is on.
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
-// The same for x W^T + b with a weight [out, in] and a bias [out] (undefined: none) that no
-// Linear holds (e.g. attention's q, k and v weights stacked).
-torch::Tensor forward_linear(const torch::Tensor& weight, const torch::Tensor& bias,
-                             const torch::Tensor& x);
 
 // On unless LOOPY_PARALLEL_LINEAR=0; set between runs, not while a model runs.
 void set_parallel_linear_enabled(bool enabled);

@@ -4,7 +4,7 @@
 // leave to LibTorch; the row-split Linear (model/cpu_linear.h); the narrow-row LayerNorm
 // (model/cpu_layer_norm.h); GEGLU's gate (model/cpu_geglu.h); the attention modules' inference
 // shortcuts (reference keys projected once, the one-token cross-attention) against their plain
-// computation; self-attention's q, k and v in one product over stacked weights.
+// computation.
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <QtTest>
@@ -12,7 +12,6 @@
 #include <atomic>
 #include <limits>
 #include <string>
-#include <tuple>
 
 #include "core/system.h"
 #include "model/attention.h"
@@ -369,68 +368,6 @@ class CpuAttentionTest : public QObject {
         auto leaf = x.clone().requires_grad_(true);
         geglu_product(leaf).sum().backward();
         QVERIFY(leaf.grad().defined());
-    }
-
-    void fusedProjectionsMatchThreeProducts_data() {
-        QTest::addColumn<bool>("bias");
-        QTest::newRow("no bias (SD, AnimateDiff)") << false;
-        QTest::newRow("bias") << true;
-    }
-
-    void fusedProjectionsMatchThreeProducts() {
-        QFETCH(bool, bias);
-        torch::manual_seed(5);
-        loopy::set_num_threads(2);
-        static std::atomic<int> linears{0};
-        const auto handle = at::addThreadLocalCallback(
-            at::RecordFunctionCallback([](const at::RecordFunction& fn)
-                                           -> std::unique_ptr<at::ObserverContext> {
-                if (std::string(fn.name()) == "loopy::linear") ++linears;
-                return nullptr;
-            }).scopes({at::RecordScope::FUNCTION}));
-        Attention attn(AttentionOptions(16, 2, 8).bias(bias));
-        const auto x = torch::randn({36, 256, 16});
-        // q, k, v and the output, with the switch off (three products) and on (one).
-        auto project = [&](bool fused) {
-            set_fused_qkv_enabled(fused);
-            c10::InferenceMode inference;
-            const int before = linears.load();
-            auto [q, k, v] = attn->self_projections(x);
-            const int calls = linears.load() - before;
-            return std::tuple{torch::cat({q, k, v}, -1), attn->forward(x), calls};
-        };
-        auto expect_same = [&](const char* when) {
-            const auto [separate, out_separate, three] = project(false);
-            const auto [fused, out_fused, one] = project(true);
-            QCOMPARE(three, 3);
-            QCOMPARE(one, 1);
-            // Relative to the largest value: the stacked product may sum in another order.
-            const double diff =
-                (fused - separate).abs().max().item<double>() / separate.abs().max().item<double>();
-            const double out_diff = (out_fused - out_separate).abs().max().item<double>() /
-                                    out_separate.abs().max().item<double>();
-            QVERIFY2(diff <= 1e-6 && out_diff <= 1e-6,
-                     qPrintable(QString("%1: q/k/v differ by %2, outputs by %3")
-                                    .arg(when)
-                                    .arg(diff)
-                                    .arg(out_diff)));
-            QVERIFY(separate.abs().max().item<double>() > 0.5);
-        };
-        expect_same("fresh");
-        {
-            torch::NoGradGuard no_grad;  // as training's step or a checkpoint load changes them
-            attn->to_k->weight.mul_(-2);
-            attn->to_v->weight.copy_(torch::randn_like(attn->to_v->weight));
-        }
-        expect_same("after the weights changed in place");
-        at::removeCallback(handle);
-        set_fused_qkv_enabled(true);
-        // Training: three products on autograd's path, gradients reach every weight.
-        auto [q, k, v] = attn->self_projections(x);
-        (q.sum() + k.sum() * 2 + v.sum() * 3).backward();
-        for (const auto& layer : {attn->to_q, attn->to_k, attn->to_v})
-            QVERIFY(layer->weight.grad().defined() &&
-                    layer->weight.grad().abs().sum().item<double>() > 0);
     }
 
     void rowSplitLinearLeavesAutogradToTheLayer() {

@@ -353,7 +353,6 @@ class SessionTest : public QObject {
             model::set_parallel_linear_enabled(kernel);
             model::set_cpu_layer_norm_enabled(kernel);
             model::set_cpu_geglu_enabled(kernel);
-            model::set_fused_qkv_enabled(kernel);
             FlopCounter counter;
             Session session(model, test::test_portrait(size).data(), size, size, fast_settings(4));
             Output out;
@@ -374,7 +373,6 @@ class SessionTest : public QObject {
         model::set_parallel_linear_enabled(true);
         model::set_cpu_layer_norm_enabled(true);
         model::set_cpu_geglu_enabled(true);
-        model::set_fused_qkv_enabled(true);
         QVERIFY2(calls > 0, "the kernel never ran");
         QCOMPARE(kernel_calls.load(), 0);
         QVERIFY2(linears > 0, "no linear layer was split over the threads");
