@@ -195,8 +195,9 @@ std::int64_t Session::generate_clip(const FrameCallback& on_frame,
     const auto conditions = encode_conditions(first_frame);
     const auto latents = denoise(conditions, settings, clip, on_progress);
     history_.push(latents);
-    motion_features_.forget_before(first_frame + model_->config().num_frames -
-                                   model::history_length(model_->config().temporal_segment));
+    motion_features_.forget_unneeded(model_->config().temporal_segment,
+                                     first_frame + model_->config().num_frames,
+                                     model_->config().num_frames);
     const auto emitted = emit_frames(latents, first_frame, settings, on_frame);
 
     next_frame_ = first_frame + model_->config().num_frames;

@@ -1,6 +1,7 @@
 #include "model/motion_features.h"
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 
 #include "core/error.h"
@@ -67,8 +68,17 @@ MotionBank MotionFeatureCache::encode(ReferenceNetImpl& net, const torch::Tensor
     return bank;
 }
 
-void MotionFeatureCache::forget_before(int64_t frame_id) {
-    frames_.erase(frames_.begin(), frames_.lower_bound(frame_id));
+void MotionFeatureCache::forget_unneeded(const TemporalSegmentOptions& options,
+                                         int64_t next_first_frame, int64_t clip_frames) {
+    const auto sources = uniform_source_indices(options);
+    const int64_t history = history_length(options);
+    for (auto it = frames_.begin(); it != frames_.end();) {
+        const int64_t position = it->first - next_first_frame + history;
+        const bool sampled_again = std::any_of(sources.begin(), sources.end(), [&](int64_t source) {
+            return source <= position && (position - source) % clip_frames == 0;
+        });
+        it = sampled_again ? std::next(it) : frames_.erase(it);
+    }
 }
 
 }  // namespace loopy::model

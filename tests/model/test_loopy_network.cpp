@@ -2,6 +2,7 @@
 // new layers starting as the identity, and what every condition and drop flag does.
 #include <QtTest>
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
@@ -479,7 +480,8 @@ void LoopyNetwork::prepared_motion_equals_computed_motion() {
 }
 
 // MotionFeatureCache gives encode_motion's bank clip after clip while the history fills and rolls
-// on (14 clips of 12 frames > 124), running each frame through the ReferenceNet at most once.
+// on (14 clips of 12 frames > 124), running each frame through the ReferenceNet at most once and
+// keeping only the frames a later clip samples.
 void LoopyNetwork::motion_feature_cache_equals_encode_motion() {
     Fixture f;
     randomise(*f.reference);
@@ -487,8 +489,8 @@ void LoopyNetwork::motion_feature_cache_equals_encode_motion() {
     const auto& tsm = f.config.temporal_segment;
     const int64_t frames_per_clip = 12;
     model::MotionHistory history(tsm, 1, {4, 16, 16});
-    model::MotionFeatureCache cache;
-    int64_t present = 0;
+    model::MotionFeatureCache cache, keeps_everything;
+    int64_t present = 0, most_stored = 0;
     for (int64_t clip = 0; clip < 14; ++clip) {
         const int64_t first_frame = clip * frames_per_clip;
         const auto motion = history.abstract();
@@ -504,15 +506,23 @@ void LoopyNetwork::motion_feature_cache_equals_encode_motion() {
             QVERIFY2(err <= 1e-5 * (1 + direct.sites[s].abs().max().item<double>()),
                      qPrintable(QString("clip %1 site %2: %3").arg(clip).arg(s).arg(err)));
         }
+        keeps_everything.encode(*f.reference, motion.frames, motion.mask, ids);
         present += motion.mask.sum().item<int64_t>();
         history.push(torch::randn({1, frames_per_clip, 4, 16, 16}));
-        cache.forget_before(first_frame + frames_per_clip - model::history_length(tsm));
-        QVERIFY(cache.stored_frames() <= model::history_length(tsm));
+        cache.forget_unneeded(tsm, first_frame + frames_per_clip, frames_per_clip);
+        most_stored = std::max(most_stored, cache.stored_frames());
     }
-    qInfo("motion frames present over 14 clips: %lld, run through the ReferenceNet: %lld",
-          static_cast<long long>(present), static_cast<long long>(cache.encoded_frames()));
+    qInfo(
+        "motion frames present over 14 clips: %lld, run through the ReferenceNet: %lld, "
+        "at most %lld kept",
+        static_cast<long long>(present), static_cast<long long>(cache.encoded_frames()),
+        static_cast<long long>(most_stored));
     QVERIFY(present > 150);
     QVERIFY(cache.encoded_frames() < present * 3 / 4);
+    // Forgetting never made a frame run twice, and it kept fewer than two clips' motion frames.
+    QCOMPARE(cache.encoded_frames(), keeps_everything.encoded_frames());
+    QVERIFY(most_stored < 2 * model::num_motion_frames(tsm));
+    QVERIFY(keeps_everything.stored_frames() > 2 * model::num_motion_frames(tsm));
     // Other samplings are not one frame per motion frame: no ids, the caller encodes directly.
     auto mean = tsm;
     mean.sampling = model::SegmentSampling::Mean;
