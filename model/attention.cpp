@@ -17,6 +17,20 @@ namespace F = torch::nn::functional;
 
 // --- Attention ---
 
+AttentionImpl::AttentionImpl(const AttentionOptions& opts) : options(opts) {
+    if (opts.heads() <= 0 || opts.dim_head() <= 0)
+        throw Error("Attention: heads and dim_head must be positive");
+    const int64_t inner = opts.heads() * opts.dim_head();
+    const int64_t kv_dim =
+        opts.cross_attention_dim() > 0 ? opts.cross_attention_dim() : opts.query_dim();
+    to_q = register_module(
+        "to_q", nn::Linear(nn::LinearOptions(opts.query_dim(), inner).bias(opts.bias())));
+    to_k = register_module("to_k", nn::Linear(nn::LinearOptions(kv_dim, inner).bias(opts.bias())));
+    to_v = register_module("to_v", nn::Linear(nn::LinearOptions(kv_dim, inner).bias(opts.bias())));
+    out_proj = nn::Linear(nn::LinearOptions(inner, opts.query_dim()).bias(opts.out_bias()));
+    to_out = register_module("to_out", nn::ModuleList(out_proj));
+}
+
 torch::Tensor AttentionImpl::split_heads(const torch::Tensor& t) const {
     return t.view({t.size(0), t.size(1), options.heads(), options.dim_head()}).transpose(1, 2);
 }
