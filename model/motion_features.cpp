@@ -55,14 +55,13 @@ MotionBank MotionFeatureCache::encode(ReferenceNetImpl& net, const torch::Tensor
     const auto shapes =
         bank_shapes(net.config, 1, m, latents.size(3), latents.size(4)).motion;  // [1, M, C, h, w]
     for (size_t s = 0; s < shapes.size(); ++s) {
+        // One zero frame per site serves every absent motion frame (stack copies it).
+        const auto absent =
+            torch::zeros({shapes[s][2], shapes[s][3], shapes[s][4]}, latents.options());
         std::vector<torch::Tensor> per_frame;
-        for (int64_t i = 0; i < m; ++i) {
-            if (is_present[i])
-                per_frame.push_back(frames_.at(frame_ids[static_cast<size_t>(i)])[s]);
-            else
-                per_frame.push_back(
-                    torch::zeros({shapes[s][2], shapes[s][3], shapes[s][4]}, latents.options()));
-        }
+        for (int64_t i = 0; i < m; ++i)
+            per_frame.push_back(is_present[i] ? frames_.at(frame_ids[static_cast<size_t>(i)])[s]
+                                              : absent);
         bank.sites.push_back(torch::stack(per_frame).unsqueeze(0));
     }
     return bank;
