@@ -10,7 +10,9 @@
 namespace loopy::model {
 
 // layer(x) for x [..., in_features]; rows split over the threads when x is a CPU float32
-// tensor of at least a few thousand rows, no autograd is recording and the switch is on.
+// tensor of at least a few hundred rows, no autograd is recording and the switch is on. Either
+// way the bias is added inside the product (addmm), never in a second pass over the output
+// (LOOPY_FUSED_LINEAR_BIAS=0: LibTorch's frontend, which does that for inputs of 3+ dims).
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
 
 // On unless LOOPY_PARALLEL_LINEAR=0; set between runs, not while a model runs.

@@ -370,6 +370,38 @@ class CpuAttentionTest : public QObject {
         QVERIFY(leaf.grad().defined());
     }
 
+    void fusedBiasLinearMatchesTheLayer() {
+        // Below the row split: the bias goes into one addmm instead of a second pass (add_).
+        torch::manual_seed(4);
+        static std::atomic<int> addmm{0}, add_in_place{0};
+        const auto handle = at::addThreadLocalCallback(
+            at::RecordFunctionCallback([](const at::RecordFunction& fn)
+                                           -> std::unique_ptr<at::ObserverContext> {
+                const std::string name = fn.name();
+                if (name == "aten::addmm") ++addmm;
+                if (name == "aten::add_") ++add_in_place;
+                return nullptr;
+            }).scopes({at::RecordScope::FUNCTION}));
+        torch::nn::Linear layer(24, 40);
+        const auto tokens = torch::randn({3, 50, 24});
+        const auto strided = torch::randn({2, 24, 5, 7}).permute({0, 2, 3, 1});
+        for (const auto& input : {tokens, strided}) {
+            const auto plain = layer(input);  // LibTorch's frontend: matmul, then add_
+            const int fused_before = addmm.load(), adds_before = add_in_place.load();
+            const auto fused = forward_linear(layer, input);
+            QCOMPARE(addmm.load(), fused_before + 1);
+            QCOMPARE(add_in_place.load(), adds_before);
+            QCOMPARE(fused.sizes().vec(), plain.sizes().vec());
+            const double diff = (fused - plain).abs().max().item<double>();
+            QVERIFY2(diff <= 1e-5, qPrintable(QString("max difference %1").arg(diff)));
+        }
+        at::removeCallback(handle);
+        auto y = forward_linear(layer, tokens);  // under autograd too
+        y.sum().backward();
+        QVERIFY(layer->bias.grad().defined());
+        QVERIFY(torch::allclose(layer->bias.grad(), torch::full({40}, 150.0)));
+    }
+
     void rowSplitLinearLeavesAutogradToTheLayer() {
         torch::nn::Linear layer(16, 32);
         const auto x = torch::randn({4096, 16});
