@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #define LOOPY_TORCH_AT_LEAST(major, minor) \
@@ -38,6 +39,24 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
     shape.back() = v.size(-1);
     return torch::stack(out).view(shape);
 #endif
+}
+
+// The same with a key mask (bool [B, Lk], true: the key takes part) broadcast over heads and
+// queries; every row must keep a key. LibTorch >= 2.0 hands it to SDPA (on CUDA its
+// memory-efficient kernel takes masks) unless `fused` is false; otherwise exact math with q scaled
+// before q k^T (the float16 range).
+inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                                  const torch::Tensor& v,
+                                                  const torch::Tensor& key_mask, bool fused) {
+    const auto mask = key_mask.to(torch::kBool).view({k.size(0), 1, 1, k.size(2)});
+#if LOOPY_TORCH_AT_LEAST(2, 0)
+    if (fused) return at::scaled_dot_product_attention(q, k, v, mask);
+#endif
+    (void)fused;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    auto scores = torch::matmul(q * scale, k.transpose(-2, -1));
+    scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
+    return torch::matmul(scores.softmax(-1), v);
 }
 
 inline bool cuda_available() {

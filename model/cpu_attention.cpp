@@ -27,6 +27,13 @@ EnvironmentSwitch& enabled_switch() {
     return on_off;
 }
 
+// LOOPY_FUSED_MASKED_ATTENTION=0: masked attention by LibTorch's math operators also on
+// LibTorch 2.x, for comparisons (compat::scaled_dot_product_attention).
+bool fused_masked_attention() {
+    static const EnvironmentSwitch on_off{"LOOPY_FUSED_MASKED_ATTENTION"};
+    return on_off.on();
+}
+
 // Up to this many key/value parts per call (KeyValueParts).
 constexpr int kMaxParts = 4;
 
@@ -495,11 +502,7 @@ torch::Tensor attention_product(const torch::Tensor& q, const torch::Tensor& k,
                                 const torch::Tensor& v, const torch::Tensor& key_mask) {
     if (cpu_attention_applies(q, k, v)) return cpu_attention(q, k, v, key_mask);
     if (!key_mask.defined()) return compat::scaled_dot_product_attention(q, k, v);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    auto scores = torch::matmul(q * scale, k.transpose(-2, -1));  // scaled first: fp16 range
-    scores.masked_fill_(key_mask.to(torch::kBool).logical_not().view({k.size(0), 1, 1, k.size(2)}),
-                        -std::numeric_limits<float>::infinity());
-    return torch::matmul(scores.softmax(-1), v);
+    return compat::scaled_dot_product_attention(q, k, v, key_mask, fused_masked_attention());
 }
 
 torch::Tensor attention_product(const torch::Tensor& q, const KeyValueParts& kv,
