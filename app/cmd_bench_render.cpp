@@ -8,7 +8,10 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
+
+#include <unistd.h>  // environ
 
 #include "app/bench_inputs.h"
 #include "app/commands.h"
@@ -32,6 +35,25 @@ struct BenchRenderArgs {
     int profile_rows = 0;  // > 0: print the denoiser's most expensive operators
     bool compare_cpu = false;
 };
+
+const char* motion_cache_name(ModelOptions::MotionCache c) {
+    return c == ModelOptions::MotionCache::On    ? "on"
+           : c == ModelOptions::MotionCache::Off ? "off"
+                                                 : "auto";
+}
+
+// The LOOPY_* environment variables set for the run (the engine's on/off switches), so that a
+// JSON file says which variant it timed.
+nlohmann::json loopy_switches() {
+    nlohmann::json out = nlohmann::json::object();
+    for (char** e = environ; e && *e; ++e) {
+        const std::string entry(*e);
+        const auto eq = entry.find('=');
+        if (entry.rfind("LOOPY_", 0) == 0 && eq != std::string::npos)
+            out[entry.substr(0, eq)] = entry.substr(eq + 1);
+    }
+    return out;
+}
 
 // The first clip of a fresh session, frame after frame (RGB).
 std::vector<std::uint8_t> first_clip_pixels(const std::shared_ptr<Model>& m,
@@ -167,7 +189,9 @@ int run_bench_render(BenchRenderArgs& a) {
                        {"cfg", a.cfg},
                        {"device", m->options().device},
                        {"dtype", m->options().dtype},
-                       {"channels_last", m->options().channels_last}};
+                       {"channels_last", m->options().channels_last},
+                       {"motion_cache", motion_cache_name(m->options().motion_cache)},
+                       {"switches", loopy_switches()}};
         j["median_ms"] = {{"reference", st.reference_encode.median() * 1e3},
                           {"audio_encoder_per_clip", st.audio_encoder.median() * 1e3},
                           {"motion_reference_net_per_clip", st.motion_encode.median() * 1e3},
@@ -216,6 +240,13 @@ Runner add_bench_render_command(CLI::App& bench) {
     cmd->add_option("--dtype", a->model.dtype, "float32, float16, bfloat16")->capture_default_str();
     cmd->add_flag("--channels-last", a->model.channels_last,
                   "Convolution weights (and so activations) in NHWC order");
+    cmd->add_option("--motion-cache", a->model.motion_cache,
+                    "Keep generated frames' motion features for later clips: auto (CPU only), "
+                    "on, off")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, ModelOptions::MotionCache>{
+            {"auto", ModelOptions::MotionCache::Auto},
+            {"on", ModelOptions::MotionCache::On},
+            {"off", ModelOptions::MotionCache::Off}}));
     cmd->add_option("--threads", a->model.threads, "CPU threads (0: all cores)")
         ->capture_default_str();
     cmd->add_option("--profile", a->profile_rows,

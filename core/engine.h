@@ -60,6 +60,11 @@ struct ModelOptions {
     // Convolution weights in NHWC order, which the convolutions' outputs then follow: what cuDNN's
     // half-precision kernels want. Same results within rounding.
     bool channels_last = false;
+    // Keep each generated frame's ReferenceNet motion features for the later clips that sample it
+    // again (model/motion_features.h): ~40 % fewer ReferenceNet passes per clip for more memory
+    // (SD 1.5 at 512 px: up to ~0.9 GB). Auto: on the CPU only.
+    enum class MotionCache { Auto, On, Off };
+    MotionCache motion_cache = MotionCache::Auto;
 };
 
 class Model {

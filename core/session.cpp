@@ -229,11 +229,13 @@ Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
         StageTimer timer(stats_.motion_encode, model_->device());
         const auto motion = history_.abstract();
         const auto frames = motion.frames.to(model_->dtype());
-        // On the CPU only: SD 1.5's kept frames would add ~0.9 GB next to the ~10.5 GB a GPU
-        // session holds (bench/results/README.md), for ~7 % of its clip time.
-        const auto ids = model_->device().is_cpu()
-                             ? model::motion_frame_ids(config.temporal_segment, first_frame)
-                             : std::vector<std::int64_t>{};
+        // Auto: on the CPU only. SD 1.5's kept frames would add ~0.9 GB next to the ~10.5 GB a
+        // GPU session holds (bench/results/README.md), for ~7 % of its clip time.
+        const auto cache = model_->options().motion_cache;
+        const bool cached = cache == ModelOptions::MotionCache::On ||
+                            (cache == ModelOptions::MotionCache::Auto && model_->device().is_cpu());
+        const auto ids = cached ? model::motion_frame_ids(config.temporal_segment, first_frame)
+                                : std::vector<std::int64_t>{};
         // Each generated frame through the ReferenceNet once; the motion frames' keys and
         // values once per clip rather than per step and pass.
         out.motion = net.denoising_unet->prepare_motion(
