@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Issue 9's GPU figures in one go on a CUDA machine whose Python has PyTorch (LibTorch 2.x):
-# builds the engine-only `loopy` against that LibTorch, times the sd15 configuration at 512x512
-# and checks the CUDA path against the CPU with the demo model. Prints the figures; logs and JSON
-# go to $OUT/gpu-results.tgz (OUT defaults to ./gpu-out).
+# builds the engine-only `loopy` against that LibTorch, checks the CUDA path against the CPU with
+# the demo model and times the sd15 configuration at 512x512, each engine switch off and on on the
+# same machine. Prints the figures; logs and JSON go to $OUT/gpu-results.tgz (OUT defaults to
+# ./gpu-out).
 #   bench/gpu/device-bench.sh [build-dir]       (QUICK=1: only the demo check and one sd15 run)
+# Without spdlog, nlohmann-json or CLI11 on the machine, carry Debian's packages unpacked in .deps/
+# (docs/packaging.md, "Engine-only build").
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -13,10 +16,16 @@ mkdir -p "$OUT"
 save() { tar czf "$OUT/gpu-results.tgz" -C "$LOG" .; }
 torch_cmake=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+prefix="$torch_cmake"
+if [ ! -e /usr/include/spdlog/spdlog.h ] && [ -d .deps/usr ]; then
+    prefix="$prefix;$PWD/.deps/usr"
+    export LD_LIBRARY_PATH="$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "spdlog, fmt, nlohmann-json, CLI11 from .deps"
+fi
 
 start=$(date +%s)
 if ! cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOOPY_ENGINE_ONLY=ON \
-    -DCMAKE_PREFIX_PATH="$torch_cmake" -DTORCH_CUDA_ARCH_LIST=9.0 >"$LOG/configure.log" 2>&1; then
+    -DCMAKE_PREFIX_PATH="$prefix" -DTORCH_CUDA_ARCH_LIST=9.0 >"$LOG/configure.log" 2>&1; then
     tail -40 "$LOG/configure.log"
     save
     exit 1
@@ -33,38 +42,42 @@ loopy=$B/app/loopy
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 >"$LOG/gpu-memory.csv" &
 sampler=$!
 
-run() {  # name, time limit, bench render arguments...
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name: $*"
-    timeout "$limit" "$loopy" bench render "$@" --json "$LOG/$name.json" 2>&1 |
-        tee "$LOG/$name.txt" | grep -vE '^\s*$'
+# The engine's switches (LOOPY_*=0 turns one off): the unfused variant of each speed-up.
+OLD="LOOPY_FUSED_LINEAR_BIAS=0 LOOPY_FUSED_MASKED_ATTENTION=0"
+run() {  # name, time limit, environment ("-" for none), bench render arguments...
+    local name=$1 limit=$2 vars=$3
+    shift 3
+    [ "$vars" = - ] && vars=
+    echo "== $name: $vars $*"
+    : >"$LOG/gpu-memory.csv"
+    env $vars timeout "$limit" "$loopy" bench render "$@" --json "$LOG/$name.json" 2>&1 |
+        tee "$LOG/$name.txt" | grep -E 'frames/s|step|motion|GFLOP|memory|PSNR|rror'
     echo "   ($(($(date +%s) - start)) s so far; whole-GPU memory max" \
         "$(sort -n "$LOG/gpu-memory.csv" | tail -1) MiB)"
     save
 }
 demo=resources/models/loopy-tiny-demo.safetensors
 sd15="--config sd15 --resolution 512 --device cuda"
-if [ -n "${QUICK:-}" ]; then  # a build check: the demo against the CPU and one sd15 run
-    run demo-cuda-fp16 45 -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
-        --compare-cpu
-    run sd15-512-fp16-steps4-cfg3-preview 100 $sd15 --dtype float16 --steps 4 \
-        --decoder preview --seconds 1.92
+fast="$sd15 --dtype float16 --steps 4 --decoder preview --seconds 1.92"
+run demo-cuda-fp16 60 - -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
+    --compare-cpu
+if [ -n "${QUICK:-}" ]; then
+    run sd15-512-fp16-steps4-cfg3-preview 100 - $fast
     kill $sampler
     exit 0
 fi
-run sd15-512-fp16-steps4-cfg3-preview 100 $sd15 --dtype float16 --steps 4 --decoder preview \
-    --seconds 1.92
-run sd15-512-fp16-steps4-cfg3-preview-nhwc 100 $sd15 --dtype float16 --steps 4 \
-    --decoder preview --seconds 1.92 --channels-last
-run sd15-512-fp16-steps25-cfg3-full-nhwc 150 $sd15 --dtype float16 --steps 25 --decoder full \
-    --seconds 1.44 --channels-last
-run demo-cuda-fp16-nhwc 45 -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
-    --compare-cpu --channels-last
+# Each switch off, then on, on the same machine (session 8 saw runs repeat within ~1 %).
+run sd15-512-fp16-steps4-cfg3-preview-unfused 100 "$OLD" $fast
+run sd15-512-fp16-steps4-cfg3-preview 100 - $fast
+run sd15-512-fp16-steps4-cfg3-preview-motioncache 100 - $fast --motion-cache on
+run sd15-512-fp16-steps25-cfg3-full-motioncache 150 - $sd15 --dtype float16 --steps 25 \
+    --decoder full --seconds 1.44 --motion-cache on
 # Where a step's GPU time goes: with blocking launches each operator's wall time holds its kernels.
-export CUDA_LAUNCH_BLOCKING=1
-run sd15-512-fp16-steps2-profile 100 $sd15 --dtype float16 --steps 2 \
-    --decoder preview --seconds 0.96 --channels-last --profile 40
+run sd15-512-fp16-steps2-blocking-profile 100 CUDA_LAUNCH_BLOCKING=1 $sd15 --dtype float16 \
+    --steps 2 --decoder preview --seconds 0.96 --profile 40
 kill $sampler
 save
 echo "total: $(($(date +%s) - start)) s"
+for f in "$LOG"/*.txt; do
+    printf '%-50s %s\n' "$(basename "$f" .txt)" "$(grep -oE '[0-9.]+ frames/s' "$f" | head -1)"
+done
