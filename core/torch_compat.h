@@ -42,9 +42,9 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
 }
 
 // The same with a key mask (bool [B, Lk], true: the key takes part) broadcast over heads and
-// queries; every row must keep a key. LibTorch >= 2.0 hands it to SDPA (on CUDA its
-// memory-efficient kernel takes masks) unless `fused` is false; otherwise exact math with q scaled
-// before q k^T (the float16 range).
+// queries; every row must keep a key. With `fused`, LibTorch >= 2.0 hands it to SDPA (which
+// picks a kernel that takes masks); otherwise exact math with q scaled before q k^T (the float16
+// range).
 inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
                                                   const torch::Tensor& v,
                                                   const torch::Tensor& key_mask, bool fused) {

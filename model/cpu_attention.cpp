@@ -27,10 +27,12 @@ EnvironmentSwitch& enabled_switch() {
     return on_off;
 }
 
-// LOOPY_FUSED_MASKED_ATTENTION=0: masked attention by LibTorch's math operators also on
-// LibTorch 2.x, for comparisons (compat::scaled_dot_product_attention).
+// LOOPY_FUSED_MASKED_ATTENTION=1: masked attention by LibTorch 2.x's SDPA instead of its math
+// operators (compat::scaled_dot_product_attention). Off: on an H200 (LibTorch 2.11, float16,
+// SD 1.5's inter-clip shapes, 12 queries over 32 keys) SDPA took cuDNN's kernel at ~34 ms a step
+// against ~22 ms for the math, and the step went 303 -> 326 ms (bench/results/README.md).
 bool fused_masked_attention() {
-    static const EnvironmentSwitch on_off{"LOOPY_FUSED_MASKED_ATTENTION"};
+    static const EnvironmentSwitch on_off{"LOOPY_FUSED_MASKED_ATTENTION", false};
     return on_off.on();
 }
 

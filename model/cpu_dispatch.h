@@ -30,17 +30,19 @@ inline bool cpu_has_avx2_fma() {
 #endif
 }
 
-// On unless the environment variable is "0".
-inline bool environment_switch_on(const char* name) {
+// On unless the environment variable is "0" (off unless "1" where off by default).
+inline bool environment_switch_on(const char* name, bool by_default = true) {
     const char* value = std::getenv(name);
-    return !(value && std::strcmp(value, "0") == 0);
+    if (!value) return by_default;
+    return by_default ? std::strcmp(value, "0") != 0 : std::strcmp(value, "1") == 0;
 }
 
-// An on/off switch for one piece of hand-written CPU code: read once from its environment
+// An on/off switch for one piece of the engine's own code: read once from its environment
 // variable (environment_switch_on), then set between runs by tests and benchmarks.
 class EnvironmentSwitch {
   public:
-    explicit EnvironmentSwitch(const char* name) : on_(environment_switch_on(name)) {}
+    explicit EnvironmentSwitch(const char* name, bool by_default = true)
+        : on_(environment_switch_on(name, by_default)) {}
     void set(bool on) { on_.store(on); }
     bool on() const { return on_.load(); }
 
