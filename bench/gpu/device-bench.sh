@@ -4,7 +4,8 @@
 # the demo model and times the sd15 configuration at 512x512, each engine switch off and on on the
 # same machine. Prints the figures; logs and JSON go to $OUT/gpu-results.tgz (OUT defaults to
 # ./gpu-out).
-#   bench/gpu/device-bench.sh [build-dir]       (QUICK=1: only the demo check and one sd15 run)
+#   bench/gpu/device-bench.sh [build-dir]       (QUICK=1: only the demo check and one sd15 run;
+#                                               AB=1: only the switches one by one)
 # Without spdlog, nlohmann-json or CLI11 on the machine, carry Debian's packages unpacked in .deps/
 # (docs/packaging.md, "Engine-only build").
 set -u
@@ -42,8 +43,8 @@ loopy=$B/app/loopy
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 >"$LOG/gpu-memory.csv" &
 sampler=$!
 
-# The engine's switches (LOOPY_*=0 turns one off): the unfused variant of each speed-up.
-OLD="LOOPY_FUSED_LINEAR_BIAS=0 LOOPY_FUSED_MASKED_ATTENTION=0"
+# The engine's switches (LOOPY_*=0 turns one off, =1 one that is off by default).
+OLD="LOOPY_FUSED_LINEAR_BIAS=0"
 run() {  # name, time limit, environment ("-" for none), bench render arguments...
     local name=$1 limit=$2 vars=$3
     shift 3
@@ -59,6 +60,22 @@ run() {  # name, time limit, environment ("-" for none), bench render arguments.
 demo=resources/models/loopy-tiny-demo.safetensors
 sd15="--config sd15 --resolution 512 --device cuda"
 fast="$sd15 --dtype float16 --steps 4 --decoder preview --seconds 1.92"
+if [ -n "${AB:-}" ]; then  # AB=1: each switch alone, 8 clips a run, then a profile
+    long="$sd15 --dtype float16 --steps 4 --decoder preview --seconds 3.84"
+    run ab-unfused 100 "$OLD" $long
+    run ab-fused-bias 100 - $long
+    run ab-fused-bias-sdpa-mask 100 LOOPY_FUSED_MASKED_ATTENTION=1 $long
+    run ab-fused-bias-motioncache 100 - $long --motion-cache on
+    run ab-fused-bias-steps2-blocking-profile 100 \
+        CUDA_LAUNCH_BLOCKING=1 $sd15 --dtype float16 --steps 2 \
+        --decoder preview --seconds 0.96 --profile 40
+    kill $sampler
+    for f in "$LOG"/ab-*.txt; do
+        printf '%-42s %s | %s\n' "$(basename "$f" .txt)" "$(grep -oE '[0-9.]+ frames/s' "$f")" \
+            "$(grep -E 'motion per|step per' "$f" | tr -s ' ' | tr '\n' ' ')"
+    done
+    exit 0
+fi
 run demo-cuda-fp16 60 - -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
     --compare-cpu
 if [ -n "${QUICK:-}" ]; then
