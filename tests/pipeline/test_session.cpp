@@ -200,6 +200,23 @@ class SessionTest : public QObject {
         QCOMPARE(out.stats.vae_decode.calls, int64_t(38));            // per frame emitted
     }
 
+    void motionCacheKeepsTheFrames() {
+        // ModelOptions::motion_cache: each history frame through the ReferenceNet once (on)
+        // against all 20 motion frames every clip (off); 4 clips, so later clips reuse frames.
+        auto with = [](ModelOptions::MotionCache cache) {
+            ModelOptions options;
+            options.motion_cache = cache;
+            return Model::from_network(test::random_network(test::tiny_config(kSize), 1), options);
+        };
+        const auto audio = test::test_audio(1.8);
+        const auto on = generate(with(ModelOptions::MotionCache::On), audio, fast_settings(2));
+        const auto off = generate(with(ModelOptions::MotionCache::Off), audio, fast_settings(2));
+        QCOMPARE(on.frames.size(), off.frames.size());
+        QVERIFY(on.stats.clips >= 4);
+        const int diff = max_pixel_difference(on, off);
+        QVERIFY2(diff <= 1, qPrintable(QString("max difference %1 of 255").arg(diff)));
+    }
+
     void sameSeedSameFramesOtherSeedOtherFrames() {
         auto settings = fast_settings();
         const auto a = generate(model_, test::test_audio(0.7), settings);
