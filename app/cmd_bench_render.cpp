@@ -240,13 +240,7 @@ Runner add_bench_render_command(CLI::App& bench) {
     cmd->add_option("--dtype", a->model.dtype, "float32, float16, bfloat16")->capture_default_str();
     cmd->add_flag("--channels-last", a->model.channels_last,
                   "Convolution weights (and so activations) in NHWC order");
-    cmd->add_option("--motion-cache", a->model.motion_cache,
-                    "Keep generated frames' motion features for later clips: auto (CPU only), "
-                    "on, off")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, ModelOptions::MotionCache>{
-            {"auto", ModelOptions::MotionCache::Auto},
-            {"on", ModelOptions::MotionCache::On},
-            {"off", ModelOptions::MotionCache::Off}}));
+    add_motion_cache_option(*cmd, a->model);
     cmd->add_option("--threads", a->model.threads, "CPU threads (0: all cores)")
         ->capture_default_str();
     cmd->add_option("--profile", a->profile_rows,

@@ -86,6 +86,7 @@ Runner add_render_command(CLI::App& app) {
     cmd->add_option("--device", args->model.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", args->model.dtype, "float32, or float16 / bfloat16 on CUDA")
         ->capture_default_str();
+    add_motion_cache_option(*cmd, args->model);
     cmd->add_option("--threads", args->model.threads, "CPU threads (default: all cores)")
         ->check(CLI::NonNegativeNumber);
     cmd->add_option("--frames-dir", args->job.frames_dir, "Also write the frames as PNG here");

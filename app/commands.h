@@ -6,6 +6,7 @@
 namespace loopy {
 class Model;
 struct GenerationSettings;
+struct ModelOptions;
 }  // namespace loopy
 
 namespace loopy::cli {
@@ -31,6 +32,9 @@ struct GuidanceOptions {
 GuidanceOptions add_guidance_options(CLI::App& cmd, GenerationSettings& settings);
 void apply_checkpoint_guidance(const Model& model, GenerationSettings& settings,
                                const GuidanceOptions& given);
+
+// --motion-cache auto|on|off (ModelOptions::motion_cache), for `render` and `bench render`.
+void add_motion_cache_option(CLI::App& cmd, ModelOptions& model);
 
 // `bench render`, registered on the `bench` subcommand.
 Runner add_bench_render_command(CLI::App& bench);

@@ -102,9 +102,9 @@ class CliTest : public QObject {
     void benchRenderWritesItsFiguresAndComparesWithTheCpu() {
         QTemporaryDir dir;
         const QString json = dir.filePath("bench.json");
-        const Run r =
-            loopy_cli({"bench", "render", "--config", "tiny", "--resolution", "64", "--steps", "1",
-                       "--seconds", "0.96", "--compare-cpu", "--json", json});
+        const Run r = loopy_cli({"bench", "render", "--config", "tiny", "--resolution", "64",
+                                 "--steps", "1", "--seconds", "0.96", "--compare-cpu",
+                                 "--motion-cache", "off", "--json", json});
         QCOMPARE(r.code, 0);
         QVERIFY2(r.out.contains("first clip against the CPU in float32: PSNR"), qPrintable(r.out));
         QVERIFY2(!r.out.contains("peak GPU memory"), qPrintable(r.out));
@@ -118,6 +118,7 @@ class CliTest : public QObject {
         const QJsonObject cpu = j["first_clip_vs_cpu_float32"].toObject();
         QVERIFY2(cpu["max_abs_diff"].toInt(-1) == 0, qPrintable(QJsonDocument(cpu).toJson()));
         QVERIFY(!j.contains("peak_gpu_allocated_mib"));
+        QCOMPARE(j["config"].toObject()["motion_cache"].toString(), QString("off"));
     }
 
     // NHWC convolutions (--channels-last) against the plain path on the CPU: same frames within
