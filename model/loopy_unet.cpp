@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_dispatch.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 #include "model/temporal_tokens.h"
@@ -346,6 +347,21 @@ ReferenceBank ReferenceNetImpl::encode_reference(const torch::Tensor& latent) {
     return {encode(latent, true, false).attention_inputs, latent};
 }
 
+std::vector<torch::Tensor> ReferenceNetImpl::encode_padded(const torch::Tensor& frames) {
+    static const EnvironmentSwitch padding{"LOOPY_MOTION_BATCH_PADDING"};
+    const int64_t multiple = motion_batch_multiple > 0          ? motion_batch_multiple
+                             : frames.is_cpu() || !padding.on() ? 1
+                                                                : 4;
+    const int64_t n = frames.size(0), padded = (n + multiple - 1) / multiple * multiple;
+    if (padded == n) return encode(frames, false, true).sites;
+    const auto last = frames.narrow(0, n - 1, 1);
+    auto sites =
+        encode(torch::cat({frames, last.expand({padded - n, -1, -1, -1})}, 0), false, true).sites;
+    for (auto& site : sites)
+        site = site.narrow(0, 0, n);
+    return sites;
+}
+
 MotionBank ReferenceNetImpl::encode_motion(const torch::Tensor& latents,
                                            const torch::Tensor& mask) {
     if (latents.dim() != 5) throw Error("ReferenceNet: motion latents must be [B, M, C, h, w]");
@@ -361,7 +377,7 @@ MotionBank ReferenceNetImpl::encode_motion(const torch::Tensor& latents,
     if (index.defined() && index.numel() == b * m) index = torch::Tensor();  // all present
     std::vector<torch::Tensor> sites;
     if (!index.defined() || index.numel() > 0)
-        sites = encode(index.defined() ? flat.index_select(0, index) : flat, false, true).sites;
+        sites = encode_padded(index.defined() ? flat.index_select(0, index) : flat);
     const auto shapes =
         bank_shapes(config, b, m, latents.size(3), latents.size(4)).motion;  // [B, M, C, h, w]
     for (size_t s = 0; s < shapes.size(); ++s) {

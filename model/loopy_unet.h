@@ -158,7 +158,17 @@ class ReferenceNetImpl : public UNet2DConditionModelImpl {
     // are run; the others' features are zero.
     MotionBank encode_motion(const torch::Tensor& latents, const torch::Tensor& mask = {});
 
+    // encode_motion runs its frames in batches of a multiple of this many, the last frame
+    // repeated to fill them (the repeats' features are dropped). A GPU then sees a few batch
+    // shapes instead of one per count of present frames (each new one costs cuDNN its plans).
+    // 0: 4 off the CPU (LOOPY_MOTION_BATCH_PADDING=0: 1), 1 on the CPU.
+    int64_t motion_batch_multiple = 0;
+
     torch::Tensor null_context;  // [1, null_context_tokens, cross_attention_dim]
+
+  private:
+    // encode(frames)'s sites, the batch padded as motion_batch_multiple says.
+    std::vector<torch::Tensor> encode_padded(const torch::Tensor& frames);
 };
 TORCH_MODULE(ReferenceNet);
 

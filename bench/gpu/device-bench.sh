@@ -64,6 +64,7 @@ if [ -n "${AB:-}" ]; then  # AB=1: each switch alone, 8 clips a run, then a prof
     long="$sd15 --dtype float16 --steps 4 --decoder preview --seconds 3.84"
     run ab-unfused 100 "$OLD" $long
     run ab-fused-bias 100 - $long
+    run ab-motion-batch-unpadded 100 LOOPY_MOTION_BATCH_PADDING=0 $long
     run ab-fused-bias-sdpa-mask 100 LOOPY_FUSED_MASKED_ATTENTION=1 $long
     run ab-fused-bias-motioncache 100 - $long --motion-cache on
     run ab-fused-bias-steps2-blocking-profile 100 \
