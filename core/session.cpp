@@ -229,8 +229,8 @@ Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
         StageTimer timer(stats_.motion_encode, model_->device());
         const auto motion = history_.abstract();
         const auto frames = motion.frames.to(model_->dtype());
-        // Auto: on the CPU only. SD 1.5's kept frames would add ~0.9 GB next to the ~10.5 GB a
-        // GPU session holds (bench/results/README.md), for ~7 % of its clip time.
+        // Auto: on the CPU only. On an H200 SD 1.5's kept frames took 1.8 GB next to the
+        // ~10.4 GB a GPU session holds, for 7 % more frames/s (bench/results/README.md).
         const auto cache = model_->options().motion_cache;
         const bool cached = cache == ModelOptions::MotionCache::On ||
                             (cache == ModelOptions::MotionCache::Auto && model_->device().is_cpu());
