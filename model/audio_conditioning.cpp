@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/cpu_linear.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -64,9 +65,9 @@ torch::Tensor AudioProjectionImpl::forward(const torch::Tensor& windows) {
                     std::to_string(2 * o.window() + 1) + ", " + std::to_string(o.layers()) + ", " +
                     std::to_string(o.channels()) + "], got " + c10::str(windows.sizes()));
     const int64_t b = windows.size(0), f = windows.size(1);
-    auto x = torch::relu(proj1(windows.reshape({b, f, -1})));
-    x = torch::relu(proj2(x));
-    x = proj3(x).view({b, f, o.context_tokens(), o.token_dim()});
+    auto x = torch::relu(forward_linear(proj1, windows.reshape({b, f, -1})));
+    x = torch::relu(forward_linear(proj2, x));
+    x = forward_linear(proj3, x).view({b, f, o.context_tokens(), o.token_dim()});
     return norm(x);
 }
 
@@ -142,7 +143,7 @@ torch::Tensor AudioToLatentsImpl::forward(const MotionConditionInputs& in) {
     select(qe, MotionCondition::ExpressionVariance);
     auto kv = embeddings.unsqueeze(0).expand({b * f, o.num_embeddings(), o.embedding_dim()});
     auto attended = attn(q.reshape({b * f, 1, o.attention_dim()}), kv);
-    return proj_out(attended).view({b, f, o.time_embed_dim()});
+    return forward_linear(proj_out, attended).view({b, f, o.time_embed_dim()});
 }
 
 }  // namespace loopy::model

@@ -9,6 +9,7 @@
 #include "core/torch_compat.h"
 #include "model/config_json.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_linear.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -115,11 +116,12 @@ torch::Tensor VaeAttentionImpl::forward(const torch::Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
     // Tokens are the H*W positions; one head spanning all channels.
     auto tokens = group_norm(x).view({b, c, h * w}).transpose(1, 2);  // [B, L, C]
-    auto q = to_q(tokens).unsqueeze(1);                               // [B, 1, L, C]
-    auto k = to_k(tokens).unsqueeze(1);
-    auto v = to_v(tokens).unsqueeze(1);
+    auto q = forward_linear(to_q, tokens).unsqueeze(1);               // [B, 1, L, C]
+    auto k = forward_linear(to_k, tokens).unsqueeze(1);
+    auto v = forward_linear(to_v, tokens).unsqueeze(1);
     auto attended = attention_product(q, k, v).squeeze(1);
-    auto out = to_out[0]->as<nn::Linear>()->forward(attended);  // [B, L, C]
+    nn::Linear out_layer(to_out->ptr<nn::LinearImpl>(0));
+    auto out = forward_linear(out_layer, attended);  // [B, L, C]
     return x + out.transpose(1, 2).reshape({b, c, h, w});
 }
 

@@ -9,6 +9,7 @@
 #include "core/torch_compat.h"
 #include "model/config_json.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_linear.h"
 
 namespace loopy::model {
 namespace fs = std::filesystem;
@@ -185,8 +186,9 @@ torch::Tensor Wav2Vec2AttentionImpl::forward(const torch::Tensor& x) {
     auto split = [&](const torch::Tensor& t) {
         return t.view({batch, length, heads, hidden / heads}).transpose(1, 2);
     };
-    auto out = attention_product(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)));
-    return out_proj(out.transpose(1, 2).reshape({batch, length, hidden}));
+    auto out = attention_product(split(forward_linear(q_proj, x)), split(forward_linear(k_proj, x)),
+                                 split(forward_linear(v_proj, x)));
+    return forward_linear(out_proj, out.transpose(1, 2).reshape({batch, length, hidden}));
 }
 
 Wav2Vec2FeedForwardImpl::Wav2Vec2FeedForwardImpl(const Wav2Vec2Config& c) {
@@ -197,7 +199,7 @@ Wav2Vec2FeedForwardImpl::Wav2Vec2FeedForwardImpl(const Wav2Vec2Config& c) {
 }
 
 torch::Tensor Wav2Vec2FeedForwardImpl::forward(const torch::Tensor& x) {
-    return output_dense(torch::gelu(intermediate_dense(x)));
+    return forward_linear(output_dense, torch::gelu(forward_linear(intermediate_dense, x)));
 }
 
 Wav2Vec2EncoderLayerImpl::Wav2Vec2EncoderLayerImpl(const Wav2Vec2Config& c)
