@@ -34,13 +34,17 @@ bool fused_bias_enabled() {
 // output for the bias (~340 of them per SD 1.5 denoising step, 59 of its 467 ms in session 8's
 // GPU profile). One addmm over the rows adds the bias in the product (cuBLASLt's epilogue on
 // CUDA, the output's initial value for BLAS on the CPU).
-torch::Tensor fused_bias_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
-    if (x.dim() <= 2 || !layer->bias.defined() || !fused_bias_enabled()) return layer(x);
-    const int64_t in = x.size(-1);
-    auto y = torch::addmm(layer->bias, x.reshape({-1, in}), layer->weight.t());
+// A product over x's rows, y [rows, out], back in x's leading dims: [..., out].
+torch::Tensor in_leading_dims(const torch::Tensor& y, const torch::Tensor& x) {
     auto shape = x.sizes().vec();
     shape.back() = y.size(1);
     return y.view(shape);
+}
+
+torch::Tensor fused_bias_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
+    if (x.dim() <= 2 || !layer->bias.defined() || !fused_bias_enabled()) return layer(x);
+    const int64_t in = x.size(-1);
+    return in_leading_dims(torch::addmm(layer->bias, x.reshape({-1, in}), layer->weight.t()), x);
 }
 
 bool splits(const torch::Tensor& weight, const torch::Tensor& x) {
@@ -93,9 +97,7 @@ torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
         else
             at::mm_out(block, input, wt);
     });
-    auto shape = x.sizes().vec();
-    shape.back() = out_features;
-    return y.view(shape);
+    return in_leading_dims(y, x);
 }
 
 }  // namespace loopy::model
