@@ -36,12 +36,6 @@ struct BenchRenderArgs {
     bool compare_cpu = false;
 };
 
-const char* motion_cache_name(ModelOptions::MotionCache c) {
-    return c == ModelOptions::MotionCache::On    ? "on"
-           : c == ModelOptions::MotionCache::Off ? "off"
-                                                 : "auto";
-}
-
 // The LOOPY_* environment variables set for the run (the engine's on/off switches), so that a
 // JSON file says which variant it timed.
 nlohmann::json loopy_switches() {
@@ -190,7 +184,7 @@ int run_bench_render(BenchRenderArgs& a) {
                        {"device", m->options().device},
                        {"dtype", m->options().dtype},
                        {"channels_last", m->options().channels_last},
-                       {"motion_cache", motion_cache_name(m->options().motion_cache)},
+                       {"motion_cache", motion_cache_name(m->options())},
                        {"switches", loopy_switches()}};
         j["median_ms"] = {{"reference", st.reference_encode.median() * 1e3},
                           {"audio_encoder_per_clip", st.audio_encoder.median() * 1e3},

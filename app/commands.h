@@ -2,6 +2,7 @@
 // Each `loopy` subcommand registers itself on the CLI11 app and runs from its own file.
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 
 namespace loopy {
 class Model;
@@ -35,6 +36,8 @@ void apply_checkpoint_guidance(const Model& model, GenerationSettings& settings,
 
 // --motion-cache auto|on|off (ModelOptions::motion_cache), for `render` and `bench render`.
 void add_motion_cache_option(CLI::App& cmd, ModelOptions& model);
+// Its value as the option spells it.
+std::string motion_cache_name(const ModelOptions& model);
 
 // `bench render`, registered on the `bench` subcommand.
 Runner add_bench_render_command(CLI::App& bench);
