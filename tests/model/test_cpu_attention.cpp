@@ -5,11 +5,9 @@
 // (model/cpu_layer_norm.h); GEGLU's gate (model/cpu_geglu.h); the attention modules' inference
 // shortcuts (reference keys projected once, the one-token cross-attention) against their plain
 // computation.
-#include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <QtTest>
 
-#include <atomic>
 #include <limits>
 #include <string>
 
@@ -19,6 +17,7 @@
 #include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
+#include "operator_calls.h"
 
 using namespace loopy::model;
 
@@ -277,13 +276,7 @@ class CpuAttentionTest : public QObject {
     void rowSplitLinearMatchesTheLayer() {
         torch::manual_seed(3);
         loopy::set_num_threads(2);  // as the engine runs: 2 OpenMP threads, OpenBLAS at 1
-        static std::atomic<int> splits{0};
-        const auto handle = at::addThreadLocalCallback(
-            at::RecordFunctionCallback([](const at::RecordFunction& fn)
-                                           -> std::unique_ptr<at::ObserverContext> {
-                if (std::string(fn.name()) == "loopy::linear") ++splits;
-                return nullptr;
-            }).scopes({at::RecordScope::FUNCTION}));
+        loopy::test::OperatorCalls calls;
         torch::nn::Linear with_bias(16, 128), no_bias(torch::nn::LinearOptions(64, 16).bias(false));
         const auto x = torch::randn({9216, 16});
         const auto tokens = torch::randn({48, 16, 12, 64}).permute({0, 2, 1, 3});  // strided
@@ -294,14 +287,13 @@ class CpuAttentionTest : public QObject {
             set_parallel_linear_enabled(false);
             const auto plain = (*layer)(input);
             set_parallel_linear_enabled(true);
-            const int before = splits.load();
+            const int64_t before = calls.count("loopy::linear");
             const auto split = forward_linear(*layer, input);
-            QCOMPARE(splits.load(), before + 1);
+            QCOMPARE(calls.count("loopy::linear"), before + 1);
             QCOMPARE(split.sizes().vec(), plain.sizes().vec());
             const double diff = (split - plain).abs().max().item<double>();
             QVERIFY2(diff <= 1e-6, qPrintable(QString("max difference %1").arg(diff)));
         }
-        at::removeCallback(handle);
     }
 
     void layerNormMatchesLibTorch_data() {
@@ -373,29 +365,21 @@ class CpuAttentionTest : public QObject {
     void fusedBiasLinearMatchesTheLayer() {
         // Below the row split: the bias goes into one addmm instead of a second pass (add_).
         torch::manual_seed(4);
-        static std::atomic<int> addmm{0}, add_in_place{0};
-        const auto handle = at::addThreadLocalCallback(
-            at::RecordFunctionCallback([](const at::RecordFunction& fn)
-                                           -> std::unique_ptr<at::ObserverContext> {
-                const std::string name = fn.name();
-                if (name == "aten::addmm") ++addmm;
-                if (name == "aten::add_") ++add_in_place;
-                return nullptr;
-            }).scopes({at::RecordScope::FUNCTION}));
         torch::nn::Linear layer(24, 40);
         const auto tokens = torch::randn({3, 50, 24});
         const auto strided = torch::randn({2, 24, 5, 7}).permute({0, 2, 3, 1});
         for (const auto& input : {tokens, strided}) {
+            loopy::test::OperatorCalls calls;
             const auto plain = layer(input);  // LibTorch's frontend: matmul, then add_
-            const int fused_before = addmm.load(), adds_before = add_in_place.load();
+            const int64_t fused_before = calls.count("aten::addmm");
+            const int64_t adds_before = calls.count("aten::add_");
             const auto fused = forward_linear(layer, input);
-            QCOMPARE(addmm.load(), fused_before + 1);
-            QCOMPARE(add_in_place.load(), adds_before);
+            QCOMPARE(calls.count("aten::addmm"), fused_before + 1);
+            QCOMPARE(calls.count("aten::add_"), adds_before);
             QCOMPARE(fused.sizes().vec(), plain.sizes().vec());
             const double diff = (fused - plain).abs().max().item<double>();
             QVERIFY2(diff <= 1e-5, qPrintable(QString("max difference %1").arg(diff)));
         }
-        at::removeCallback(handle);
         auto y = forward_linear(layer, tokens);  // under autograd too
         y.sum().backward();
         QVERIFY(layer->bias.grad().defined());

@@ -1,9 +1,9 @@
 // The Loopy network on the `tiny` config with random weights: config schema, bank shapes, the
 // new layers starting as the identity, and what every condition and drop flag does.
-#include <ATen/record_function.h>
 #include <QtTest>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 
 #include "core/error.h"
@@ -11,6 +11,7 @@
 #include "model/golden.h"
 #include "model/loopy_model.h"
 #include "model/motion_features.h"
+#include "operator_calls.h"
 
 using namespace loopy;
 using model::DenoiseInputs;
@@ -481,26 +482,12 @@ void LoopyNetwork::prepared_motion_equals_computed_motion() {
     }
 }
 
-// MotionFeatureCache gives encode_motion's bank clip after clip while the history fills and rolls
-// on (14 clips of 12 frames > 124), running each frame through the ReferenceNet at most once and
-// keeping only the frames a later clip samples.
 // encode_motion's batches padded to a multiple (as on a GPU): the same features, and the
 // convolutions really see the padded batch.
 void LoopyNetwork::motion_batch_padding_keeps_the_features() {
     Fixture f;
     randomise(*f.reference);
     torch::NoGradGuard no_grad;
-    static std::atomic<int64_t> widest{0};
-    const auto handle = at::addThreadLocalCallback(
-        at::RecordFunctionCallback(
-            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-                if (std::string(fn.name()) == "aten::convolution" && !fn.inputs().empty() &&
-                    fn.inputs()[0].isTensor())
-                    widest = std::max(widest.load(), fn.inputs()[0].toTensor().size(0));
-                return nullptr;
-            })
-            .needsInputs(true)
-            .scopes({at::RecordScope::FUNCTION}));
     const auto latents = torch::randn({1, 20, 4, 16, 16});
     auto mask = torch::zeros({1, 20}, torch::kBool);
     for (int64_t i : {1, 4, 5, 9, 13, 17, 19})
@@ -512,9 +499,9 @@ void LoopyNetwork::motion_batch_padding_keeps_the_features() {
         const std::array<int64_t, 3> multiples{1, 4, 8};
         for (size_t i = 0; i < multiples.size(); ++i) {
             f.reference->motion_batch_multiple = multiples[i];
-            widest = 0;
+            test::OperatorCalls ops(true);
             banks.push_back(f.reference->encode_motion(latents.clone(), m));
-            QCOMPARE(widest.load(), wanted[i]);
+            QCOMPARE(ops.widest_first_input("aten::convolution"), wanted[i]);
         }
         for (size_t i = 1; i < banks.size(); ++i)
             for (size_t s = 0; s < banks[0].sites.size(); ++s) {
@@ -526,10 +513,12 @@ void LoopyNetwork::motion_batch_padding_keeps_the_features() {
                              QString("multiple %1 site %2: %3").arg(multiples[i]).arg(s).arg(err)));
             }
     }
-    at::removeCallback(handle);
     f.reference->motion_batch_multiple = 0;
 }
 
+// MotionFeatureCache gives encode_motion's bank clip after clip while the history fills and rolls
+// on (14 clips of 12 frames > 124), running each frame through the ReferenceNet at most once and
+// keeping only the frames a later clip samples.
 void LoopyNetwork::motion_feature_cache_equals_encode_motion() {
     Fixture f;
     randomise(*f.reference);

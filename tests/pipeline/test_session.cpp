@@ -1,9 +1,6 @@
 // The engine's generation session (core/engine.h) with random-weight tiny models: guidance,
 // motion history, streaming, caching, determinism, settings changes and cancellation.
-#include <ATen/record_function.h>
 #include <QtTest>
-
-#include <atomic>
 
 #include "core/engine.h"
 #include "core/flop_counter.h"
@@ -14,6 +11,7 @@
 #include "model/cpu_linear.h"
 #include "model/guidance.h"
 #include "model/temporal_segment.h"
+#include "operator_calls.h"
 #include "pipeline/tiny_model.h"
 #include "test_util.h"
 
@@ -354,17 +352,7 @@ class SessionTest : public QObject {
         options.threads = 2;  // the row-split linears need two, on any machine
         const auto model = Model::load(checkpoint, options);
         const int size = model->resolution();
-        static std::atomic<int> kernel_calls{0}, linear_calls{0}, norm_calls{0}, geglu_calls{0};
-        const auto handle = at::addThreadLocalCallback(
-            at::RecordFunctionCallback([](const at::RecordFunction& fn)
-                                           -> std::unique_ptr<at::ObserverContext> {
-                const std::string name = fn.name();
-                if (name == "loopy::cpu_attention") ++kernel_calls;
-                if (name == "loopy::linear") ++linear_calls;
-                if (name == "loopy::layer_norm") ++norm_calls;
-                if (name == "loopy::geglu") ++geglu_calls;
-                return nullptr;
-            }).scopes({at::RecordScope::FUNCTION}));
+        test::OperatorCalls ops;
         auto run = [&](bool kernel, double* flops) {
             model::set_cpu_attention_enabled(kernel);
             model::set_parallel_linear_enabled(kernel);
@@ -382,21 +370,22 @@ class SessionTest : public QObject {
         };
         double flops_kernel = 0, flops_libtorch = 0;
         const auto with_kernel = run(true, &flops_kernel);
-        const int calls = kernel_calls.exchange(0), linears = linear_calls.exchange(0),
-                  norms = norm_calls.exchange(0), geglus = geglu_calls.exchange(0);
+        const int64_t calls = ops.count("loopy::cpu_attention"),
+                      linears = ops.count("loopy::linear"), norms = ops.count("loopy::layer_norm"),
+                      geglus = ops.count("loopy::geglu");
+        ops.reset();
         const auto without = run(false, &flops_libtorch);
-        at::removeCallback(handle);
         model::set_cpu_attention_enabled(true);
         model::set_parallel_linear_enabled(true);
         model::set_cpu_layer_norm_enabled(true);
         model::set_cpu_geglu_enabled(true);
         QVERIFY2(calls > 0, "the kernel never ran");
-        QCOMPARE(kernel_calls.load(), 0);
+        QCOMPARE(ops.count("loopy::cpu_attention"), int64_t{0});
         QVERIFY2(linears > 0, "no linear layer was split over the threads");
-        QCOMPARE(linear_calls.load(), 0);
+        QCOMPARE(ops.count("loopy::linear"), int64_t{0});
         QVERIFY2(norms > 0 && geglus > 0, "the LayerNorm or GEGLU loop never ran");
-        QCOMPARE(norm_calls.load(), 0);
-        QCOMPARE(geglu_calls.load(), 0);
+        QCOMPARE(ops.count("loopy::layer_norm"), int64_t{0});
+        QCOMPARE(ops.count("loopy::geglu"), int64_t{0});
         QCOMPARE(with_kernel.frames.size(), size_t(24));
         QCOMPARE(without.frames.size(), with_kernel.frames.size());
         const int worst = max_pixel_difference(with_kernel, without);
