@@ -119,8 +119,8 @@ int run_train(const TrainArgs& a) {
     data_options.frames = a.stage == 1 ? 1 : net->config.num_frames;
     data_options.seed = a.seed;
     data_options.mouth_loss_weight = a.mouth_weight;
-    data_options.audio.window = net->config.audio_projection.window;
-    data_options.audio.context_seconds = trainer.options().audio_context_seconds;
+    data_options.audio =
+        model::audio_feature_options(net->config, trainer.options().audio_context_seconds);
     std::optional<ProgressBar> load_bar;
     if (main_rank) load_bar.emplace("data");
     render::TrainDataset data(
@@ -400,20 +400,13 @@ struct TrainAudioArgs {
     int threads = 0;
 };
 
-model::AudioFeatureOptions audio_feature_options(const model::LoopyConfig& config) {
-    model::AudioFeatureOptions o;
-    o.window = config.audio_projection.window;
-    o.context_seconds = model::TrainerOptions{}.audio_context_seconds;
-    return o;
-}
-
 // Correlation of the predicted and true mouth opening over every whole 12-frame window of
 // `clips` (at most 16 clips).
 double mouth_correlation(model::AudioPretrainer& trainer,
                          const std::vector<render::TrainClip>& clips,
                          const model::LoopyConfig& config) {
     const int64_t f = config.num_frames;
-    const auto audio = audio_feature_options(config);
+    const auto audio = model::audio_feature_options(config);
     std::vector<torch::Tensor> predicted, truth;
     for (size_t c = 0; c < std::min<size_t>(clips.size(), 16); ++c) {
         const auto track = render::mouth_opening_track(clips[c]);
@@ -438,7 +431,7 @@ int run_train_audio(const TrainAudioArgs& a) {
     model::AudioPretrainerOptions o;
     o.lr = a.lr;
     o.seed = a.seed;
-    o.audio = audio_feature_options(net->config);
+    o.audio = model::audio_feature_options(net->config);
     o.reproducible = !a.fast;
     model::AudioPretrainer trainer(net, o);
     const auto start = Clock::now();

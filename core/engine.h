@@ -53,10 +53,10 @@ struct GenerationSettings {
 
 // Fixed for a Model's lifetime (reload to change them).
 struct ModelOptions {
-    std::string device = "cpu";          // "cpu", "cuda", "cuda:N"
-    std::string dtype = "float32";       // "float16" / "bfloat16" on CUDA only
-    int threads = 0;                     // LibTorch intra-op threads; 0: all cores
-    double audio_context_seconds = 1.0;  // wav2vec left context per clip
+    std::string device = "cpu";     // "cpu", "cuda", "cuda:N"
+    std::string dtype = "float32";  // "float16" / "bfloat16" on CUDA only
+    int threads = 0;                // LibTorch intra-op threads; 0: all cores
+    double audio_context_seconds = model::kDefaultAudioContextSeconds;  // wav2vec left context
     // Convolution weights in NHWC order, which the convolutions' outputs then follow: what cuDNN's
     // half-precision kernels want. Same results within rounding.
     bool channels_last = false;

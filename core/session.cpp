@@ -101,8 +101,8 @@ Session::Session(std::shared_ptr<Model> model, const std::uint8_t* rgb, int widt
         throw Error("portrait: the model needs a " + std::to_string(size) + "x" +
                     std::to_string(size) + " image, got " + std::to_string(width) + "x" +
                     std::to_string(height));
-    audio_options_.window = model_->config().audio_projection.window;
-    audio_options_.context_seconds = model_->options().audio_context_seconds;
+    audio_options_ =
+        model::audio_feature_options(model_->config(), model_->options().audio_context_seconds);
 
     std::lock_guard<std::mutex> lock(model_->run_mutex());
     c10::InferenceMode inference;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/loopy_config.h"
 
 namespace loopy::model {
 
@@ -26,6 +27,13 @@ int64_t receptive_field(const Wav2Vec2Config& c) {
 }
 
 }  // namespace
+
+AudioFeatureOptions audio_feature_options(const LoopyConfig& config, double context_seconds) {
+    AudioFeatureOptions options;
+    options.window = config.audio_projection.window;
+    options.context_seconds = context_seconds;
+    return options;
+}
 
 AudioWindowPlan plan_audio_window(const Wav2Vec2Config& encoder, const AudioFeatureOptions& options,
                                   int64_t first_frame, int64_t num_frames) {

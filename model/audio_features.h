@@ -20,6 +20,10 @@ namespace loopy::model {
 inline constexpr int kAudioSampleRate = 16000;
 inline constexpr int kVideoFps = 25;
 inline constexpr int64_t kSamplesPerFrame = kAudioSampleRate / kVideoFps;  // 640
+// wav2vec's left context per clip: the one default of generation and training, which must match.
+inline constexpr double kDefaultAudioContextSeconds = 1.0;
+
+struct LoopyConfig;
 
 // Where a clip's wav2vec window lies on the stream's sample axis.
 struct AudioWindowPlan {
@@ -31,9 +35,13 @@ struct AudioWindowPlan {
 };
 
 struct AudioFeatureOptions {
-    int64_t window = 2;            // video frames t-window..t+window per frame (config)
-    double context_seconds = 1.0;  // left context given to wav2vec before the clip
+    int64_t window = 2;  // video frames t-window..t+window per frame (config)
+    double context_seconds = kDefaultAudioContextSeconds;  // left context given to wav2vec
 };
+
+// The options of a model: its config's window, and the left context it is run (or trained) with.
+AudioFeatureOptions audio_feature_options(const LoopyConfig& config,
+                                          double context_seconds = kDefaultAudioContextSeconds);
 
 AudioWindowPlan plan_audio_window(const Wav2Vec2Config& encoder, const AudioFeatureOptions& options,
                                   int64_t first_frame, int64_t num_frames);

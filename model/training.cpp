@@ -441,8 +441,7 @@ StepStats Trainer::step(const TrainingBatch& batch) {
     loss_options.stage = options_.stage;
     loss_options.v_prediction = options_.v_prediction;
     loss_options.masks = options_.masks;
-    loss_options.audio.window = model_->config.audio_projection.window;
-    loss_options.audio.context_seconds = options_.audio_context_seconds;
+    loss_options.audio = audio_feature_options(model_->config, options_.audio_context_seconds);
 
     optimizer_.zero_grad();
     auto loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generators);

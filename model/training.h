@@ -155,7 +155,7 @@ struct TrainerOptions {
     // mouth, and in stage 2 alone they can learn to follow the audio; the reference net stays.
     bool train_image_layers = false;
     MaskProbabilities masks;
-    double audio_context_seconds = 1.0;  // as ModelOptions::audio_context_seconds
+    double audio_context_seconds = kDefaultAudioContextSeconds;  // as generation's
     uint64_t seed = 0;
     // Draw the same masks, timesteps and noise at every step (an overfitting check).
     bool repeat_randomness = false;

@@ -136,8 +136,8 @@ LiveGenerator::LiveGenerator(std::unique_ptr<LiveAudioSource> source,
       session_(std::move(session)),
       options_(options),
       encoder_(session_->model().config().audio_encoder_config()) {
-    audio_options_.window = session_->model().config().audio_projection.window;
-    audio_options_.context_seconds = session_->model().options().audio_context_seconds;
+    audio_options_ = model::audio_feature_options(
+        session_->model().config(), session_->model().options().audio_context_seconds);
     chunk_.reserve(kSampleRate);
 }
 

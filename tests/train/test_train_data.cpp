@@ -137,8 +137,7 @@ class TrainDataTest : public QObject {
         const auto height = clip.mouth_box.select(1, 3) - clip.mouth_box.select(1, 1);
         QVERIFY(model::pearson_correlation(track, height) > 0.9999);
 
-        model::AudioFeatureOptions audio;
-        audio.window = config_.audio_projection.window;
+        const auto audio = model::audio_feature_options(config_);
         const int64_t f = config_.num_frames;
         const auto batch = render::audio_pretrain_batch(clips, config_, audio, f, 7, 10, 3);
         QCOMPARE(batch.targets.sizes().vec(), (std::vector<int64_t>{3, f}));

@@ -321,7 +321,7 @@ class TrainingTest : public QObject {
         torch::NoGradGuard no_grad;
         model::DDIMScheduler scheduler(model::DDIMConfig{});
         model::LossOptions options;
-        options.audio.window = config.audio_projection.window;
+        options.audio = model::audio_feature_options(config);
         auto batch = random_batch(config, 2, 21);
         auto loss = [&](const torch::Tensor& weight) {
             batch.loss_weight = weight;
