@@ -3,9 +3,9 @@
 
 #include <cmath>
 
+#include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/safetensors.h"
 #include "core/system.h"
 
 namespace loopy {
@@ -102,10 +102,11 @@ void Model::check_decoder(Decoder decoder) const {
 std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
     // Check the options and the metadata before reading hundreds of megabytes.
     parse_dtype(options.dtype, parse_device(options.device));
-    auto guidance =
-        model::recommended_guidance(safetensors::File::open(path).header.metadata, path);
-    auto network = model::load_loopy_checkpoint(path);
-    auto preview = model::load_preview_decoder(path);
+    Metadata metadata;
+    const auto tensors = load_safetensors(path, &metadata);  // mapped: no tensor is read yet
+    auto guidance = model::recommended_guidance(metadata, path);
+    auto network = model::load_loopy_checkpoint(tensors, metadata, path);
+    auto preview = model::load_preview_decoder(tensors, metadata, network->config, path);
     std::shared_ptr<Model> model(new Model(std::move(network), std::move(preview), options, path));
     model->recommended_guidance_ = guidance;
     return model;

@@ -112,18 +112,24 @@ void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
 }
 
 LoopyModel load_loopy_checkpoint(const std::string& path) {
-    const auto config = read_loopy_config(path);  // fails fast, before reading any tensor
     Metadata metadata;
-    auto tensors = load_safetensors(path, &metadata);
+    const auto tensors = load_safetensors(path, &metadata);  // mapped: no tensor is read yet
+    return load_loopy_checkpoint(tensors, metadata, path);
+}
+
+LoopyModel load_loopy_checkpoint(const TensorMap& tensors, const Metadata& metadata,
+                                 const std::string& source) {
+    const auto config = loopy_config_from_metadata(metadata, source);
     LoopyModel model(config);
     if (const auto it = metadata.find(kPredictionTypeKey); it != metadata.end()) {
         if (it->second != "epsilon" && it->second != "v_prediction")
-            throw Error(path + ": unknown " + kPredictionTypeKey + " '" + it->second + "'");
+            throw Error(source + ": unknown " + kPredictionTypeKey + " '" + it->second + "'");
         model->prediction_type = it->second;
     }
-    const auto report = load_state_dict(*model, tensors, {"", true, {kPreviewDecoderPrefix}}, path);
+    const auto report =
+        load_state_dict(*model, tensors, {"", true, {kPreviewDecoderPrefix}}, source);
     model->eval();
-    logger()->info("loaded Loopy checkpoint {} ('{}', {} tensors)", path, config.name,
+    logger()->info("loaded Loopy checkpoint {} ('{}', {} tensors)", source, config.name,
                    report.loaded);
     return model;
 }

@@ -73,5 +73,8 @@ void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
 // `preview_decoder.*` tensors are left to load_preview_decoder). Returns the model in eval mode on
 // the CPU.
 LoopyModel load_loopy_checkpoint(const std::string& path);
+// The same from a checkpoint already opened with load_safetensors; `source` names it in errors.
+LoopyModel load_loopy_checkpoint(const TensorMap& tensors, const Metadata& metadata,
+                                 const std::string& source);
 
 }  // namespace loopy::model
