@@ -341,25 +341,6 @@ LOOPY_INLINE void attend_by_width(const MatrixView& m, const Shape& s, Scratch& 
     }
 }
 
-void attend_matrix_portable(const MatrixView& m, const Shape& s, Scratch& scratch) {
-    attend_by_width(m, s, scratch);
-}
-
-#if LOOPY_HAVE_AVX2_KERNEL
-LOOPY_AVX2_FMA void attend_matrix_avx2(const MatrixView& m, const Shape& s, Scratch& scratch) {
-    attend_by_width(m, s, scratch);
-}
-#endif
-
-using AttendFn = void (*)(const MatrixView&, const Shape&, Scratch&);
-
-AttendFn pick_kernel() {
-#if LOOPY_HAVE_AVX2_KERNEL
-    if (cpu_has_avx2_fma()) return attend_matrix_avx2;
-#endif
-    return attend_matrix_portable;
-}
-
 // [..., D] with unit stride along D (a copy only when it is not).
 torch::Tensor unit_last_stride(const torch::Tensor& t) {
     return t.stride(-1) == 1 ? t : t.contiguous();
@@ -447,7 +428,7 @@ torch::Tensor cpu_attention(const torch::Tensor& q_in, const KeyValueParts& kv,
     const bool* mp = mask.defined() ? mask.data_ptr<bool>() : nullptr;
     const int64_t work = std::max<int64_t>(1, shape.lq * shape.lk * shape.d);
     const int64_t grain = std::max<int64_t>(1, 32768 / work);  // enough work per thread
-    static const AttendFn attend_matrix = pick_kernel();
+    static const auto attend_matrix = CpuKernel<attend_by_width>::pick();
     at::parallel_for(0, b * h, grain, [&](int64_t begin, int64_t end) {
         Scratch scratch(shape);
         for (int64_t task = begin; task < end; ++task) {

@@ -30,6 +30,29 @@ inline bool cpu_has_avx2_fma() {
 #endif
 }
 
+// The portable and the AVX2/FMA copy of one kernel, and the copy this CPU runs:
+// `CpuKernel<body>::pick()`. `body` and what it calls must be LOOPY_INLINE, so that each copy
+// compiles them for its own instruction set.
+template <auto Body>
+struct CpuKernel;
+
+template <typename... Args, void (*Body)(Args...)>
+struct CpuKernel<Body> {
+    using Fn = void (*)(Args...);
+    static void portable(Args... args) { Body(args...); }
+#if LOOPY_HAVE_AVX2_KERNEL
+    LOOPY_AVX2_FMA static void avx2(Args... args) {
+        Body(args...);
+    }
+#endif
+    static Fn pick() {
+#if LOOPY_HAVE_AVX2_KERNEL
+        if (cpu_has_avx2_fma()) return avx2;
+#endif
+        return portable;
+    }
+};
+
 // On unless the environment variable is "0" (off unless "1" where off by default).
 inline bool environment_switch_on(const char* name, bool by_default = true) {
     const char* value = std::getenv(name);

@@ -57,25 +57,6 @@ LOOPY_INLINE void geglu_rows(const Rows& a, int64_t begin, int64_t end) {
     }
 }
 
-void geglu_portable(const Rows& a, int64_t begin, int64_t end) {
-    geglu_rows(a, begin, end);
-}
-
-#if LOOPY_HAVE_AVX2_KERNEL
-LOOPY_AVX2_FMA void geglu_avx2(const Rows& a, int64_t begin, int64_t end) {
-    geglu_rows(a, begin, end);
-}
-#endif
-
-using GegluFn = void (*)(const Rows&, int64_t, int64_t);
-
-GegluFn pick_kernel() {
-#if LOOPY_HAVE_AVX2_KERNEL
-    if (cpu_has_avx2_fma()) return geglu_avx2;
-#endif
-    return geglu_portable;
-}
-
 bool applies(const torch::Tensor& x) {
     return cpu_geglu_enabled() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
            x.dim() >= 1 && x.size(-1) % 2 == 0 && x.numel() > 0 &&
@@ -106,7 +87,7 @@ torch::Tensor geglu_product(const torch::Tensor& x_in) {
     shape.back() = n;
     auto y = torch::empty(shape, x.options());
     const Rows rows{x.data_ptr<float>(), y.data_ptr<float>(), n};
-    static const GegluFn geglu = pick_kernel();
+    static const auto geglu = CpuKernel<geglu_rows>::pick();
     at::parallel_for(0, x.numel() / (2 * n), std::max<int64_t>(1, 16384 / n),
                      [&](int64_t begin, int64_t end) { geglu(rows, begin, end); });
     return y;

@@ -59,25 +59,6 @@ LOOPY_INLINE void normalise_by_width(const NormArgs& a, int64_t begin, int64_t e
     }
 }
 
-void normalise_portable(const NormArgs& a, int64_t begin, int64_t end) {
-    normalise_by_width(a, begin, end);
-}
-
-#if LOOPY_HAVE_AVX2_KERNEL
-LOOPY_AVX2_FMA void normalise_avx2(const NormArgs& a, int64_t begin, int64_t end) {
-    normalise_by_width(a, begin, end);
-}
-#endif
-
-using NormaliseFn = void (*)(const NormArgs&, int64_t, int64_t);
-
-NormaliseFn pick_kernel() {
-#if LOOPY_HAVE_AVX2_KERNEL
-    if (cpu_has_avx2_fma()) return normalise_avx2;
-#endif
-    return normalise_portable;
-}
-
 bool applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
     const auto& o = layer.options;
     if (!cpu_layer_norm_enabled() || !o.elementwise_affine() || o.normalized_shape().size() != 1)
@@ -110,7 +91,7 @@ torch::Tensor forward_layer_norm(torch::nn::LayerNorm& layer, const torch::Tenso
     const NormArgs args{
         x.data_ptr<float>(),    y.data_ptr<float>(), weight.data_ptr<float>(),
         bias.data_ptr<float>(), x.size(-1),          static_cast<float>(layer->options.eps())};
-    static const NormaliseFn normalise = pick_kernel();
+    static const auto normalise = CpuKernel<normalise_by_width>::pick();
     at::parallel_for(0, x.numel() / args.width, 512,
                      [&](int64_t begin, int64_t end) { normalise(args, begin, end); });
     return y;
