@@ -13,16 +13,23 @@ struct Run {
     QString err;
 };
 
-Run loopy_cli(const QStringList& args) {
+Run run_program(const QString& program, const QStringList& args) {
     QProcess p;
     QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
     env.insert("XDG_DATA_HOME", QDir::tempPath() + "/loopy-cli-test");
     p.setProcessEnvironment(env);
-    p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", args);
+    p.start(program, args);
     if (!p.waitForFinished(120000)) return {};
     return {p.exitCode(), QString::fromUtf8(p.readAllStandardOutput()),
             QString::fromUtf8(p.readAllStandardError())};
 }
+
+Run loopy_cli(const QStringList& args) {
+    return run_program(QString(LOOPY_BINARY_DIR) + "/app/loopy", args);
+}
+
+// The CLI that -DLOOPY_ENGINE_ONLY=ON builds (app/CMakeLists.txt builds it beside `loopy`).
+const QString kEngineOnlyCli = QString(LOOPY_BINARY_DIR) + "/app/loopy-engine-only";
 
 }  // namespace
 
@@ -139,6 +146,33 @@ class CliTest : public QObject {
         QVERIFY2(cpu["max_abs_diff"].toInt(-1) >= 0 && cpu["max_abs_diff"].toInt() <= 2,
                  qPrintable(QJsonDocument(cpu).toJson()));
         QVERIFY2(cpu["psnr_db"].toDouble() > 45, qPrintable(QJsonDocument(cpu).toJson()));
+    }
+
+    void engineOnlyCliHasTheEngineCommandsAlone() {
+        const Run help = run_program(kEngineOnlyCli, {"--help"});
+        QCOMPARE(help.code, 0);
+        for (const char* command : {"info", "bench", "convert"})
+            QVERIFY2(help.out.contains(QString("  %1 ").arg(command)), qPrintable(help.out));
+        for (const char* command : {"render", "synth", "eval", "train"})
+            QVERIFY2(!help.out.contains(QString("  %1 ").arg(command)), qPrintable(help.out));
+        QVERIFY2(loopy_cli({"--help"}).out.contains("  render "), "the full CLI's help differs");
+
+        const Run info = run_program(kEngineOnlyCli, {"info", "--system"});
+        QCOMPARE(info.code, 0);
+        QVERIFY2(info.out.contains("not built in (engine-only build)"), qPrintable(info.out));
+
+        // Linked against LibTorch alone: no Qt, FFmpeg, PortAudio or OpenCV library among the
+        // ones it needs itself (Debian's LibTorch brings OpenCV and FFmpeg along, so not `ldd`).
+        const auto needed = [](const QString& binary) {
+            return run_program("objdump", {"-p", binary}).out;
+        };
+        const QString engine_only = needed(kEngineOnlyCli);
+        QVERIFY2(engine_only.contains(QRegularExpression("NEEDED +libtorch")),
+                 qPrintable(engine_only));
+        for (const char* library : {"libQt6", "libavcodec", "libportaudio", "libopencv"})
+            QVERIFY2(!engine_only.contains(library), qPrintable(engine_only));
+        QVERIFY2(needed(QString(LOOPY_BINARY_DIR) + "/app/loopy").contains("libavcodec"),
+                 "objdump does not list what the full CLI needs");
     }
 
     void unknownSubcommandFails() {
