@@ -5,22 +5,59 @@
 
 #include <ATen/record_function.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <map>
 
+#include "app/commands.h"
 #include "core/error.h"
 #include "core/system.h"
 
 namespace loopy::cli {
 
-std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::string& config_name,
-                                   int resolution, const ModelOptions& options) {
-    if (!checkpoint.empty()) return Model::load(checkpoint, options);
-    auto config = model::LoopyConfig::preset(config_name);
-    if (resolution > 0) config.resolution = resolution;
+GenerationSettings BenchModelArgs::generation() const {
+    GenerationSettings s = settings;
+    if (cfg == "off") s.reference_ratio = s.audio_ratio = 1.0;
+    return s;
+}
+
+void add_bench_model_options(CLI::App& cmd, BenchModelArgs& a) {
+    cmd.add_option("-c,--checkpoint", a.checkpoint, "Loopy checkpoint (default: random weights)")
+        ->check(CLI::ExistingFile);
+    cmd.add_option("--config", a.config, "Random-weight network without --checkpoint")
+        ->check(CLI::IsMember({"tiny", "sd15"}))
+        ->capture_default_str();
+    cmd.add_option("--resolution", a.resolution, "Override the config's resolution");
+    cmd.add_option("--steps", a.settings.steps, "DDIM steps")->capture_default_str();
+    add_decoder_option(cmd, a.settings.decoder,
+                       "full (VAE, the default) or preview (the fast preview decoder)");
+    cmd.add_option("--cfg", a.cfg, "on: 3-pass guidance; off: one pass")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    cmd.add_option("--device", a.model.device, "cpu, cuda or cuda:N")->capture_default_str();
+    cmd.add_option("--threads", a.model.threads, "CPU threads (0: all cores)")
+        ->capture_default_str();
+    cmd.add_option("--json", a.json_out, "Also write the figures as JSON");
+}
+
+nlohmann::json bench_config_json(const BenchModelArgs& args, const Model& model) {
+    return {{"name", model.config().name},
+            {"resolution", model.resolution()},
+            {"checkpoint", args.checkpoint},
+            {"steps", args.settings.steps},
+            {"cfg", args.cfg},
+            {"decoder", decoder_name(args.settings.decoder)},
+            {"device", model.options().device},
+            {"dtype", model.options().dtype}};
+}
+
+std::shared_ptr<Model> bench_model(const BenchModelArgs& args, const ModelOptions& options) {
+    if (!args.checkpoint.empty()) return Model::load(args.checkpoint, options);
+    auto config = model::LoopyConfig::preset(args.config);
+    if (args.resolution > 0) config.resolution = args.resolution;
     config.validate();
     torch::manual_seed(0);
     model::LoopyModel network(config);

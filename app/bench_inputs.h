@@ -9,12 +9,32 @@
 
 #include "core/engine.h"
 
+namespace CLI {
+class App;
+}
+
 namespace loopy::cli {
 
-// `checkpoint` if given, else a random-weight network of the preset `config` (resolution > 0
-// overrides its resolution).
-std::shared_ptr<Model> bench_model(const std::string& checkpoint, const std::string& config,
-                                   int resolution, const ModelOptions& options);
+// What `bench render` and `bench live` both take: the model and how it generates.
+struct BenchModelArgs {
+    std::string checkpoint;       // or a random-weight network of the preset `config`
+    std::string config = "tiny";  //
+    int resolution = 0;           // > 0: overrides the config's
+    std::string cfg = "on";       // "off": one pass (ratios 1 / 1)
+    GenerationSettings settings;  // 4 steps unless --steps
+    ModelOptions model;
+    std::string json_out;
+
+    BenchModelArgs() { settings.steps = 4; }
+    GenerationSettings generation() const;  // `settings` with --cfg applied
+    const char* guidance_name() const { return cfg == "off" ? "off (1 pass)" : "3-pass"; }
+};
+// --checkpoint, --config, --resolution, --steps, --decoder, --cfg, --device, --threads, --json.
+void add_bench_model_options(CLI::App& cmd, BenchModelArgs& args);
+// The model the arguments name, loaded or made with `options`.
+std::shared_ptr<Model> bench_model(const BenchModelArgs& args, const ModelOptions& options);
+// What both commands' JSON files say of the run in "config".
+nlohmann::json bench_config_json(const BenchModelArgs& args, const Model& model);
 std::vector<std::uint8_t> bench_portrait(int size);  // a deterministic pattern
 std::vector<float> bench_audio(double seconds);      // 16 kHz, a 200 Hz tone pulsing at 4 Hz
 // A session on bench_portrait with `seconds` of bench_audio, all of it pushed and ended.

@@ -1,4 +1,4 @@
-// The options of ModelOptions that more than one `loopy` command offers.
+// The options of ModelOptions and GenerationSettings that more than one `loopy` command offers.
 #include <map>
 #include <string>
 
@@ -18,6 +18,12 @@ const std::map<std::string, ModelOptions::MotionCache>& motion_cache_modes() {
 }
 
 }  // namespace
+
+void add_decoder_option(CLI::App& cmd, Decoder& decoder, const std::string& help) {
+    cmd.add_option("--decoder", decoder, help)
+        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
+            {"full", Decoder::full}, {"preview", Decoder::preview}}));
+}
 
 void add_motion_cache_option(CLI::App& cmd, ModelOptions& model) {
     cmd.add_option("--motion-cache", model.motion_cache,

@@ -22,13 +22,10 @@ namespace {
 using Clock = render::LiveClock;
 
 struct BenchLiveArgs {
-    std::string checkpoint, config = "tiny", portrait, audio, json_out;
-    int resolution = 0;
+    BenchModelArgs bench;
+    std::string portrait, audio;
     double seconds = 0;  // 0: the audio's length (the file's, or 20 s of synthetic audio)
-    std::string cfg = "on";
     double max_pending = 0.96;
-    GenerationSettings settings;
-    ModelOptions model;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -64,8 +61,8 @@ std::vector<float> live_audio(const BenchLiveArgs& a) {
 }
 
 int run_bench_live(BenchLiveArgs& a) {
-    if (a.cfg == "off") a.settings.reference_ratio = a.settings.audio_ratio = 1.0;
-    auto m = bench_model(a.checkpoint, a.config, a.resolution, a.model);
+    const auto settings = a.bench.generation();
+    auto m = bench_model(a.bench, a.bench.model);
     const auto portrait = live_portrait(a, m->resolution());
     auto samples = live_audio(a);
     const double clip_seconds = double(samples.size()) / model::kAudioSampleRate;
@@ -74,7 +71,7 @@ int run_bench_live(BenchLiveArgs& a) {
     samples.resize(std::min(samples.size() * static_cast<size_t>(loops),
                             static_cast<size_t>(total * model::kAudioSampleRate)));
     auto session =
-        std::make_shared<Session>(m, portrait.data(), m->resolution(), m->resolution(), a.settings);
+        std::make_shared<Session>(m, portrait.data(), m->resolution(), m->resolution(), settings);
     render::LiveOptions options;
     options.max_pending_seconds = a.max_pending;
     render::LiveGenerator live(render::replay_source(std::move(samples)), session, options);
@@ -101,9 +98,9 @@ int run_bench_live(BenchLiveArgs& a) {
 
     const auto info = system_info();
     std::cout << std::fixed << std::setprecision(2) << "config " << m->config().name << ", "
-              << m->resolution() << "x" << m->resolution() << ", " << a.settings.steps
-              << " DDIM steps, guidance " << (a.cfg == "off" ? "off (1 pass)" : "3-pass") << ", "
-              << decoder_name(a.settings.decoder) << " decoder, " << info.threads << " threads\n"
+              << m->resolution() << "x" << m->resolution() << ", " << settings.steps
+              << " DDIM steps, guidance " << a.bench.guidance_name() << ", "
+              << decoder_name(settings.decoder) << " decoder, " << info.threads << " threads\n"
               << "replayed " << c.captured_seconds << " s of audio in " << wall << " s; pushed "
               << c.pushed_seconds << " s, dropped " << c.discarded_seconds << " s (~"
               << std::setprecision(0) << dropped_frames << " frames)\n"
@@ -115,16 +112,11 @@ int run_bench_live(BenchLiveArgs& a) {
               << "RSS " << rss_early / 1024 << " MiB after 10 % of the run, " << rss_end / 1024
               << " MiB at the end (" << std::setprecision(1) << growth << " %), peak "
               << peak_rss_kib() / 1024 << " MiB\n";
-    if (!a.json_out.empty()) {
+    if (!a.bench.json_out.empty()) {
         nlohmann::json j;
         j["machine"] = machine_json();
-        j["config"] = {{"name", m->config().name},
-                       {"resolution", m->resolution()},
-                       {"steps", a.settings.steps},
-                       {"cfg", a.cfg},
-                       {"checkpoint", a.checkpoint},
-                       {"max_pending_seconds", a.max_pending},
-                       {"decoder", decoder_name(a.settings.decoder)}};
+        j["config"] = bench_config_json(a.bench, *m);
+        j["config"]["max_pending_seconds"] = a.max_pending;
         j["audio_seconds"] = c.captured_seconds;
         j["wall_seconds"] = wall;
         j["frames"] = c.frames;
@@ -138,7 +130,7 @@ int run_bench_live(BenchLiveArgs& a) {
                         {"end", rss_end / 1024.0},
                         {"growth_percent", growth},
                         {"peak", peak_rss_kib() / 1024.0}};
-        std::ofstream(a.json_out) << j.dump(2) << "\n";
+        std::ofstream(a.bench.json_out) << j.dump(2) << "\n";
     }
     return 0;
 }
@@ -147,35 +139,17 @@ int run_bench_live(BenchLiveArgs& a) {
 
 Runner add_bench_live_command(CLI::App& bench) {
     auto a = std::make_shared<BenchLiveArgs>();
-    a->settings.steps = 4;
     CLI::App* cmd = bench.add_subcommand(
         "live", "Replay audio at real-time pace through the live loop: fps, drops, latency");
-    cmd->add_option("-c,--checkpoint", a->checkpoint, "Loopy checkpoint (default: random weights)")
-        ->check(CLI::ExistingFile);
-    cmd->add_option("--config", a->config, "Random-weight network without --checkpoint")
-        ->check(CLI::IsMember({"tiny", "sd15"}))
-        ->capture_default_str();
-    cmd->add_option("--resolution", a->resolution, "Override the config's resolution");
+    add_bench_model_options(*cmd, a->bench);
     cmd->add_option("-p,--portrait", a->portrait, "Portrait image (default: a test pattern)")
         ->check(CLI::ExistingFile);
     cmd->add_option("-a,--audio", a->audio, "Audio to replay (default: a synthetic tone)")
         ->check(CLI::ExistingFile);
     cmd->add_option("--seconds", a->seconds, "Replay this long, looping the audio (0: once)")
         ->capture_default_str();
-    cmd->add_option("--steps", a->settings.steps, "DDIM steps")->capture_default_str();
-    cmd->add_option("--decoder", a->settings.decoder,
-                    "full (VAE, the default) or preview (the fast preview decoder)")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
-            {"full", Decoder::full}, {"preview", Decoder::preview}}));
-    cmd->add_option("--cfg", a->cfg, "on: 3-pass guidance; off: one pass")
-        ->check(CLI::IsMember({"on", "off"}))
-        ->capture_default_str();
     cmd->add_option("--max-pending", a->max_pending, "Drop audio waiting longer than this (s)")
         ->capture_default_str();
-    cmd->add_option("--threads", a->model.threads, "CPU threads (0: all cores)")
-        ->capture_default_str();
-    cmd->add_option("--device", a->model.device, "cpu, cuda or cuda:N")->capture_default_str();
-    cmd->add_option("--json", a->json_out, "Also write the figures as JSON");
     return [a]() { return run_bench_live(*a); };
 }
 

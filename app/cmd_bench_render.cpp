@@ -24,14 +24,8 @@ namespace loopy::cli {
 namespace {
 
 struct BenchRenderArgs {
-    std::string checkpoint;  // or a random network of `config`
-    std::string config = "tiny";
-    int resolution = 0;      // 0: the config's
-    double seconds = 4.8;    // of synthetic audio
-    std::string cfg = "on";  // "off": one pass (ratios 1/1)
-    GenerationSettings settings;
-    ModelOptions model;
-    std::string json_out;
+    BenchModelArgs bench;
+    double seconds = 4.8;  // of synthetic audio
     int profile_rows = 0;  // > 0: print the denoiser's most expensive operators
     bool compare_cpu = false;
 };
@@ -61,14 +55,14 @@ std::vector<std::uint8_t> first_clip_pixels(const std::shared_ptr<Model>& m,
 
 // --compare-cpu: the same weights and seed on the CPU in float32 and NCHW (the unoptimised path),
 // against the settings under test: how far half precision, fused kernels, NHWC move the frames.
-nlohmann::json compare_with_cpu(const BenchRenderArgs& a, const std::shared_ptr<Model>& m) {
+nlohmann::json compare_with_cpu(const BenchModelArgs& a, const std::shared_ptr<Model>& m) {
     ModelOptions cpu = a.model;
     cpu.device = "cpu";
     cpu.dtype = "float32";
     cpu.channels_last = false;
-    const auto want =
-        first_clip_pixels(bench_model(a.checkpoint, a.config, a.resolution, cpu), a.settings);
-    const auto got = first_clip_pixels(m, a.settings);
+    const auto settings = a.generation();
+    const auto want = first_clip_pixels(bench_model(a, cpu), settings);
+    const auto got = first_clip_pixels(m, settings);
     if (got.size() != want.size() || want.empty()) throw Error("compare-cpu: frame sizes differ");
     double squares = 0, sum = 0;
     int max_diff = 0;
@@ -124,12 +118,12 @@ nlohmann::json profile_denoiser(const std::shared_ptr<Model>& m, const Generatio
 }
 
 int run_bench_render(BenchRenderArgs& a) {
-    if (a.cfg == "off") a.settings.reference_ratio = a.settings.audio_ratio = 1.0;
-    const auto device = parse_device(a.model.device);
+    const auto settings = a.bench.generation();
+    const auto device = parse_device(a.bench.model.device);
     const int gpu = device.is_cuda() ? std::max<int>(0, device.index()) : -1;
-    auto m = bench_model(a.checkpoint, a.config, a.resolution, a.model);
+    auto m = bench_model(a.bench, a.bench.model);
     if (gpu >= 0) reset_gpu_memory_peak(gpu);  // after CUDA's start; the weights stay counted
-    const auto session = bench_session(m, a.settings, a.seconds);
+    const auto session = bench_session(m, settings, a.seconds);
     session->generate_clip({});  // warm-up (allocator, kernels), not timed below
     const auto warm = session->stats();
     const auto start = std::chrono::steady_clock::now();
@@ -139,16 +133,16 @@ int run_bench_render(BenchRenderArgs& a) {
     const auto& st = session->stats();
     const auto frames = st.frames - warm.frames;
     const double fps = frames / wall;
-    const double step_flop = denoise_step_flop(m, a.settings);
+    const double step_flop = denoise_step_flop(m, settings);
     const auto gpu_peak = gpu >= 0 ? gpu_memory_peak(gpu) : GpuMemoryPeak{};
     const double matmul = measure_matmul_gflops(m->options().device, m->options().dtype);
     const double step_gflops = step_flop / 1e9 / st.denoise_step.median();
 
     const auto info = system_info();
     std::cout << std::fixed << std::setprecision(2) << "config " << m->config().name << ", "
-              << m->resolution() << "x" << m->resolution() << ", " << a.settings.steps
-              << " DDIM steps, guidance " << (a.cfg == "off" ? "off (1 pass)" : "3-pass") << ", "
-              << info.threads << " threads, " << m->options().device << " " << m->options().dtype
+              << m->resolution() << "x" << m->resolution() << ", " << settings.steps
+              << " DDIM steps, guidance " << a.bench.guidance_name() << ", " << info.threads
+              << " threads, " << m->options().device << " " << m->options().dtype
               << (m->options().channels_last ? ", channels last" : "") << "\n";
     std::cout << "stage (median)                      ms\n"
               << "  reference (once per portrait) " << std::setw(10)
@@ -172,20 +166,15 @@ int run_bench_render(BenchRenderArgs& a) {
         std::cout << "peak GPU memory " << gpu_peak.allocated / 1048576.0 << " MiB in tensors, "
                   << gpu_peak.reserved / 1048576.0 << " MiB reserved by the allocator\n";
     const auto profile =
-        a.profile_rows > 0 ? profile_denoiser(m, a.settings, a.profile_rows) : nlohmann::json();
-    const auto against_cpu = a.compare_cpu ? compare_with_cpu(a, m) : nlohmann::json();
-    if (!a.json_out.empty()) {
+        a.profile_rows > 0 ? profile_denoiser(m, settings, a.profile_rows) : nlohmann::json();
+    const auto against_cpu = a.compare_cpu ? compare_with_cpu(a.bench, m) : nlohmann::json();
+    if (!a.bench.json_out.empty()) {
         nlohmann::json j;
         j["machine"] = machine_json();
-        j["config"] = {{"name", m->config().name},
-                       {"resolution", m->resolution()},
-                       {"steps", a.settings.steps},
-                       {"cfg", a.cfg},
-                       {"device", m->options().device},
-                       {"dtype", m->options().dtype},
-                       {"channels_last", m->options().channels_last},
-                       {"motion_cache", motion_cache_name(m->options())},
-                       {"switches", loopy_switches()}};
+        j["config"] = bench_config_json(a.bench, *m);
+        j["config"]["channels_last"] = m->options().channels_last;
+        j["config"]["motion_cache"] = motion_cache_name(m->options());
+        j["config"]["switches"] = loopy_switches();
         j["median_ms"] = {{"reference", st.reference_encode.median() * 1e3},
                           {"audio_encoder_per_clip", st.audio_encoder.median() * 1e3},
                           {"motion_reference_net_per_clip", st.motion_encode.median() * 1e3},
@@ -204,7 +193,7 @@ int run_bench_render(BenchRenderArgs& a) {
         }
         if (!profile.is_null()) j["denoiser_profile_per_step"] = profile;
         if (!against_cpu.is_null()) j["first_clip_vs_cpu_float32"] = against_cpu;
-        std::ofstream(a.json_out) << j.dump(2) << "\n";
+        std::ofstream(a.bench.json_out) << j.dump(2) << "\n";
     }
     return 0;
 }
@@ -213,33 +202,16 @@ int run_bench_render(BenchRenderArgs& a) {
 
 Runner add_bench_render_command(CLI::App& bench) {
     auto a = std::make_shared<BenchRenderArgs>();
-    a->settings.steps = 4;
     CLI::App* cmd = bench.add_subcommand("render", "Time the generation pipeline stage by stage");
-    cmd->add_option("-c,--checkpoint", a->checkpoint, "Loopy checkpoint (default: random weights)")
-        ->check(CLI::ExistingFile);
-    cmd->add_option("--config", a->config, "Random-weight network without --checkpoint")
-        ->check(CLI::IsMember({"tiny", "sd15"}))
-        ->capture_default_str();
-    cmd->add_option("--resolution", a->resolution, "Override the config's resolution");
-    cmd->add_option("--steps", a->settings.steps, "DDIM steps")->capture_default_str();
-    cmd->add_option("--decoder", a->settings.decoder,
-                    "full (VAE, the default) or preview (the fast preview decoder)")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
-            {"full", Decoder::full}, {"preview", Decoder::preview}}));
-    cmd->add_option("--cfg", a->cfg, "on: 3-pass guidance; off: one pass")
-        ->check(CLI::IsMember({"on", "off"}))
-        ->capture_default_str();
+    add_bench_model_options(*cmd, a->bench);
     cmd->add_option("--seconds", a->seconds, "Seconds of synthetic audio")->capture_default_str();
-    cmd->add_option("--device", a->model.device, "cpu, cuda or cuda:N")->capture_default_str();
-    cmd->add_option("--dtype", a->model.dtype, "float32, float16, bfloat16")->capture_default_str();
-    cmd->add_flag("--channels-last", a->model.channels_last,
-                  "Convolution weights (and so activations) in NHWC order");
-    add_motion_cache_option(*cmd, a->model);
-    cmd->add_option("--threads", a->model.threads, "CPU threads (0: all cores)")
+    cmd->add_option("--dtype", a->bench.model.dtype, "float32, float16, bfloat16")
         ->capture_default_str();
+    cmd->add_flag("--channels-last", a->bench.model.channels_last,
+                  "Convolution weights (and so activations) in NHWC order");
+    add_motion_cache_option(*cmd, a->bench.model);
     cmd->add_option("--profile", a->profile_rows,
                     "Also print the denoiser's N most expensive operators per step");
-    cmd->add_option("--json", a->json_out, "Also write the figures as JSON");
     cmd->add_flag("--compare-cpu", a->compare_cpu,
                   "Also render the first clip on the CPU in float32 and print the difference "
                   "(small models: the CPU runs the whole clip)");

@@ -78,11 +78,9 @@ Runner add_render_command(CLI::App& app) {
         ->capture_default_str();
     args->guidance = add_guidance_options(*cmd, s);
     cmd->add_option("--seed", s.seed, "Noise seed")->capture_default_str();
-    cmd->add_option("--decoder", s.decoder,
-                    "full: the VAE decoder; preview: the fast preview decoder (lower quality; "
-                    "checkpoints made by `loopy train-vae --preview`); default full")
-        ->transform(CLI::CheckedTransformer(std::map<std::string, Decoder>{
-            {"full", Decoder::full}, {"preview", Decoder::preview}}));
+    add_decoder_option(*cmd, s.decoder,
+                       "full: the VAE decoder; preview: the fast preview decoder (lower quality; "
+                       "checkpoints made by `loopy train-vae --preview`); default full");
     cmd->add_option("--device", args->model.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", args->model.dtype, "float32, or float16 / bfloat16 on CUDA")
         ->capture_default_str();

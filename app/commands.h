@@ -6,6 +6,7 @@
 
 namespace loopy {
 class Model;
+enum class Decoder;
 struct GenerationSettings;
 struct ModelOptions;
 }  // namespace loopy
@@ -33,6 +34,9 @@ struct GuidanceOptions {
 GuidanceOptions add_guidance_options(CLI::App& cmd, GenerationSettings& settings);
 void apply_checkpoint_guidance(const Model& model, GenerationSettings& settings,
                                const GuidanceOptions& given);
+
+// --decoder full|preview (GenerationSettings::decoder), for `render` and the benchmarks.
+void add_decoder_option(CLI::App& cmd, Decoder& decoder, const std::string& help);
 
 // --motion-cache auto|on|off (ModelOptions::motion_cache), for `render` and `bench render`.
 void add_motion_cache_option(CLI::App& cmd, ModelOptions& model);
