@@ -55,7 +55,16 @@ nlohmann::json bench_config_json(const BenchModelArgs& args, const Model& model)
 }
 
 std::shared_ptr<Model> bench_model(const BenchModelArgs& args, const ModelOptions& options) {
-    if (!args.checkpoint.empty()) return Model::load(args.checkpoint, options);
+    if (!args.checkpoint.empty()) {
+        // A checkpoint fixes its resolution: say so rather than time another size than asked.
+        const auto resolution = model::read_loopy_config(args.checkpoint).resolution;
+        if (args.resolution > 0 && args.resolution != resolution)
+            throw Error("--resolution " + std::to_string(args.resolution) +
+                        " applies to random-weight networks (--config); " + args.checkpoint +
+                        " is a " + std::to_string(resolution) + "x" + std::to_string(resolution) +
+                        " model");
+        return Model::load(args.checkpoint, options);
+    }
     auto config = model::LoopyConfig::preset(args.config);
     if (args.resolution > 0) config.resolution = args.resolution;
     config.validate();

@@ -31,7 +31,8 @@ struct BenchModelArgs {
 };
 // --checkpoint, --config, --resolution, --steps, --decoder, --cfg, --device, --threads, --json.
 void add_bench_model_options(CLI::App& cmd, BenchModelArgs& args);
-// The model the arguments name, loaded or made with `options`.
+// The model the arguments name, loaded or made with `options`. Throws if --resolution differs
+// from a checkpoint's.
 std::shared_ptr<Model> bench_model(const BenchModelArgs& args, const ModelOptions& options);
 // What both commands' JSON files say of the run in "config".
 nlohmann::json bench_config_json(const BenchModelArgs& args, const Model& model);

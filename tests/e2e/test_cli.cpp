@@ -4,6 +4,7 @@
 #include <QtTest>
 
 #include "core/checkpoint.h"
+#include "pipeline/tiny_model.h"
 
 namespace {
 
@@ -146,6 +147,22 @@ class CliTest : public QObject {
         QVERIFY2(cpu["max_abs_diff"].toInt(-1) >= 0 && cpu["max_abs_diff"].toInt() <= 2,
                  qPrintable(QJsonDocument(cpu).toJson()));
         QVERIFY2(cpu["psnr_db"].toDouble() > 45, qPrintable(QJsonDocument(cpu).toJson()));
+    }
+
+    void benchResolutionOtherThanTheCheckpointsIsAnError() {
+        QTemporaryDir dir;
+        const QString checkpoint = dir.filePath("tiny32.safetensors");
+        loopy::test::save_random_checkpoint(checkpoint.toStdString(), 32);
+        const QStringList bench = {"bench", "render",    "--checkpoint", checkpoint,  "--steps",
+                                   "1",     "--seconds", "0.48",         "--threads", "1"};
+        const Run wrong = loopy_cli(bench + QStringList{"--resolution", "64"});
+        QCOMPARE(wrong.code, 1);
+        QVERIFY2(wrong.err.contains("--resolution 64 applies to random-weight networks") &&
+                     wrong.err.contains("is a 32x32 model"),
+                 qPrintable(wrong.err));
+        const Run same = loopy_cli(bench + QStringList{"--resolution", "32"});
+        QCOMPARE(same.code, 0);
+        QVERIFY2(same.out.contains("32x32"), qPrintable(same.out));
     }
 
     void engineOnlyCliHasTheEngineCommandsAlone() {
