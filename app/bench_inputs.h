@@ -17,8 +17,8 @@ namespace loopy::cli {
 
 // What `bench render` and `bench live` both take: the model and how it generates.
 struct BenchModelArgs {
-    std::string checkpoint;       // or a random-weight network of the preset `config`
-    std::string config = "tiny";  //
+    std::string checkpoint;  // or a random-weight network of the preset `config`
+    std::string config = "tiny";
     int resolution = 0;           // > 0: overrides the config's
     std::string cfg = "on";       // "off": one pass (ratios 1 / 1)
     GenerationSettings settings;  // 4 steps unless --steps

@@ -2,7 +2,6 @@
 // Without --checkpoint it uses the bundled demo model (core/resources.h).
 #include <cstdio>
 #include <iostream>
-#include <map>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
