@@ -23,8 +23,8 @@ using Clock = render::LiveClock;
 struct BenchLiveArgs {
     BenchModelArgs bench;
     std::string portrait, audio;
-    double seconds = 0;  // 0: the audio's length (the file's, or 20 s of synthetic audio)
-    double max_pending = 0.96;
+    double seconds = 0;      // 0: the audio's length (the file's, or 20 s of synthetic audio)
+    double max_pending = 0;  // 0: the live loop's default bound
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -99,7 +99,8 @@ int run_bench_live(BenchLiveArgs& a) {
     std::cout << std::fixed << std::setprecision(2) << "config " << m->config().name << ", "
               << m->resolution() << "x" << m->resolution() << ", " << settings.steps
               << " DDIM steps, guidance " << a.bench.guidance_name() << ", "
-              << decoder_name(settings.decoder) << " decoder, " << info.threads << " threads\n"
+              << decoder_name(settings.decoder) << " decoder, " << info.threads
+              << " threads, pending audio bound " << live.options().max_pending_seconds << " s\n"
               << "replayed " << c.captured_seconds << " s of audio in " << wall << " s; pushed "
               << c.pushed_seconds << " s, dropped " << c.discarded_seconds << " s (~"
               << std::setprecision(0) << dropped_frames << " frames)\n"
@@ -115,7 +116,7 @@ int run_bench_live(BenchLiveArgs& a) {
         nlohmann::json j;
         j["machine"] = machine_json();
         j["config"] = bench_config_json(a.bench, *m);
-        j["config"]["max_pending_seconds"] = a.max_pending;
+        j["config"]["max_pending_seconds"] = live.options().max_pending_seconds;
         j["audio_seconds"] = c.captured_seconds;
         j["wall_seconds"] = wall;
         j["frames"] = c.frames;
@@ -147,7 +148,9 @@ Runner add_bench_live_command(CLI::App& bench) {
         ->check(CLI::ExistingFile);
     cmd->add_option("--seconds", a->seconds, "Replay this long, looping the audio (0: once)")
         ->capture_default_str();
-    cmd->add_option("--max-pending", a->max_pending, "Drop audio waiting longer than this (s)")
+    cmd->add_option("--max-pending", a->max_pending,
+                    "Drop audio waiting longer than this (s; 0: one clip and one frame)")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     return [a]() { return run_bench_live(*a); };
 }

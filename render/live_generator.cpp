@@ -108,6 +108,10 @@ std::unique_ptr<LiveAudioSource> replay_source(std::vector<float> samples, int l
     return std::make_unique<ReplaySource>(std::move(samples), loops, std::move(clock));
 }
 
+double default_max_pending_seconds(const model::LoopyConfig& config) {
+    return double(config.num_frames + kPendingSlackFrames) / model::kVideoFps;
+}
+
 // --- capture times ---
 
 void LiveGenerator::CaptureClock::add(std::int64_t end, LiveClock::time_point newest) {
@@ -136,6 +140,9 @@ LiveGenerator::LiveGenerator(std::unique_ptr<LiveAudioSource> source,
       session_(std::move(session)),
       options_(options),
       encoder_(session_->model().config().audio_encoder_config()) {
+    if (options_.max_pending_seconds < 0) throw Error("live: the pending-audio bound is negative");
+    if (options_.max_pending_seconds == 0)
+        options_.max_pending_seconds = default_max_pending_seconds(session_->model().config());
     audio_options_ = model::audio_feature_options(
         session_->model().config(), session_->model().options().audio_context_seconds);
     chunk_.reserve(kSampleRate);

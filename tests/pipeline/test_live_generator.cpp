@@ -116,6 +116,7 @@ class LiveGeneratorTest : public QObject {
         // 60 ms per frame: 0.72 s per 0.48 s clip, so the replay outruns generation.
         Pace slow;
         slow.frame_seconds = 0.06;
+        slow.options.max_pending_seconds = 0.96;  // two clips (the default: below)
         const auto run = replay(8.0, slow);
         const auto& c = run.counters;
         QVERIFY2(c.discarded_seconds > 1.0, qPrintable(QString::number(c.discarded_seconds)));
@@ -135,6 +136,44 @@ class LiveGeneratorTest : public QObject {
         QCOMPARE(lagging.counters.discarded_seconds, 0.0);
         QVERIFY2(oldest_live_frame(lagging) > bound + 0.5,
                  qPrintable(QString::number(oldest_live_frame(lagging))));
+    }
+
+    void defaultBoundStartsEachClipOnAudioAtMostTheSlackOld() {
+        Pace slow;
+        slow.frame_seconds = 0.06;
+        const auto config = micro_session()->model().config();
+        const double slack = render::kPendingSlackFrames / 25.0;
+        const double clip = double(config.num_frames) / 25;
+        QCOMPARE(render::default_max_pending_seconds(config), clip + slack);
+        const auto run = replay(8.0, slow);
+        QVERIFY(run.counters.discarded_seconds > 1.0);
+        // The clip's audio is the oldest pending, so at most the slack (and one loop turn) of
+        // newer audio waits behind it: then its generation.
+        const double bound = slack + kTickSeconds + double(config.num_frames) * 0.06 + 1e-6;
+        QVERIFY2(oldest_live_frame(run) <= bound,
+                 qPrintable(QString("%1 > %2").arg(oldest_live_frame(run)).arg(bound)));
+
+        // Two clips of pending audio start each clip on audio older by a clip less the slack
+        // (0.78 against 1.14 s here), for no more frames: the bound above fails there. Both
+        // generate the same frames per second of wall time, as inference never waits for audio.
+        slow.options.max_pending_seconds = 2 * clip;
+        const auto two_clips = replay(8.0, slow);
+        QVERIFY2(oldest_live_frame(two_clips) > bound + clip / 2,
+                 qPrintable(QString::number(oldest_live_frame(two_clips))));
+        QVERIFY2(std::abs(run.counters.frames - two_clips.counters.frames) <= config.num_frames,
+                 qPrintable(QString("%1 vs %2 frames")
+                                .arg(run.counters.frames)
+                                .arg(two_clips.counters.frames)));
+    }
+
+    void negativeBoundIsRefused() {
+        render::LiveOptions options;
+        options.max_pending_seconds = -1;
+        const auto message = test::error_of([&] {
+            render::LiveGenerator(render::replay_source(test::test_audio(1.0)), micro_session(),
+                                  options);
+        });
+        QVERIFY2(test::contains(message, "negative"), message.c_str());
     }
 
     void stopEndsCaptureAndFinishesWhatWasCaptured() {
