@@ -149,7 +149,7 @@ Runner add_bench_live_command(CLI::App& bench) {
     cmd->add_option("--seconds", a->seconds, "Replay this long, looping the audio (0: once)")
         ->capture_default_str();
     cmd->add_option("--max-pending", a->max_pending,
-                    "Drop audio waiting longer than this (s; 0: one clip and one frame)")
+                    "Drop audio waiting longer than this (s; 0: one clip and three frames)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     return [a]() { return run_bench_live(*a); };

@@ -87,7 +87,7 @@ struct LiveRequest {
     // Captured audio waiting for the Session beyond this is dropped, oldest first, and counted:
     // when inference is slower than real time the preview skips ahead to the newest audio
     // instead of lagging ever more. The Session itself only ever holds its next clip's audio.
-    double max_pending_seconds = 0;  // 0: one clip and one frame (render::LiveOptions)
+    double max_pending_seconds = 0;  // 0: one clip and three frames (render::LiveOptions)
 };
 
 struct GenerationProgress {
