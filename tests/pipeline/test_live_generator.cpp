@@ -141,7 +141,7 @@ class LiveGeneratorTest : public QObject {
     void defaultBoundStartsEachClipOnAudioAtMostTheSlackOld() {
         Pace slow;
         slow.frame_seconds = 0.06;
-        const auto config = micro_session()->model().config();
+        const auto config = test::micro_config();  // micro_session()'s
         const double slack = render::kPendingSlackFrames / 25.0;
         const double clip = double(config.num_frames) / 25;
         QCOMPARE(render::default_max_pending_seconds(config), clip + slack);
