@@ -1,5 +1,6 @@
 #pragma once
 // The one place where LibTorch 1.13 (Debian) and LibTorch 2.x (CUDA builds) differ for us.
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -62,5 +63,42 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
 inline bool cuda_available() {
     return torch::cuda::is_available();
 }
+
+// CUDA autocast to `dtype` while it lives (torch.autocast("cuda", dtype) in Python); the state
+// before is restored after. LibTorch 2.4 made the API per device type.
+class CudaAutocastGuard {
+  public:
+    explicit CudaAutocastGuard(at::ScalarType dtype) {
+#if LOOPY_TORCH_AT_LEAST(2, 4)
+        was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+        was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+        at::autocast::set_autocast_enabled(at::kCUDA, true);
+        at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+        was_enabled_ = at::autocast::is_enabled();
+        was_dtype_ = at::autocast::get_autocast_gpu_dtype();
+        at::autocast::set_enabled(true);
+        at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+        at::autocast::increment_nesting();
+    }
+    ~CudaAutocastGuard() {
+        // Leaving the outermost region frees the casts of the weights cached inside it.
+        if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if LOOPY_TORCH_AT_LEAST(2, 4)
+        at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+        at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
+#else
+        at::autocast::set_enabled(was_enabled_);
+        at::autocast::set_autocast_gpu_dtype(was_dtype_);
+#endif
+    }
+    CudaAutocastGuard(const CudaAutocastGuard&) = delete;
+    CudaAutocastGuard& operator=(const CudaAutocastGuard&) = delete;
+
+  private:
+    bool was_enabled_ = false;
+    at::ScalarType was_dtype_ = at::kHalf;
+};
 
 }  // namespace loopy::compat

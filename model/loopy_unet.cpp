@@ -385,8 +385,9 @@ MotionBank ReferenceNetImpl::encode_motion(const torch::Tensor& latents,
         if (!index.defined()) {
             full = sites[s];
         } else {
-            full =
-                torch::zeros({b * m, shapes[s][2], shapes[s][3], shapes[s][4]}, latents.options());
+            // The sites' dtype: under autocast they may be narrower than the latents.
+            full = torch::zeros({b * m, shapes[s][2], shapes[s][3], shapes[s][4]},
+                                (sites.empty() ? latents : sites[s]).options());
             if (index.numel() > 0) full = full.index_copy(0, index, sites[s]);
         }
         bank.sites.push_back(full.reshape(shapes[s]));

@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "core/safetensors.h"
+#include "core/torch_compat.h"
 #include "model/temporal_segment.h"
 
 namespace loopy::model {
@@ -181,35 +183,39 @@ torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& schedul
     const auto x0 = video ? batch.latents : batch.latents.narrow(1, 0, 1);
     const auto draws = draw_batch(batch, x0, options, scheduler.config().num_train_timesteps,
                                   model.config.temporal_segment, item_generators);
+    // Drawn on the CPU above; from here on everything is on the model's device.
+    const auto device = model.parameters().front().device();
+    const auto on = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
+    const auto x0_d = on(x0), noise = on(draws.noise), t = on(draws.timesteps);
     const auto& masks = draws.masks;
-    const auto& t = draws.timesteps;
-    const auto& noise = draws.noise;
 
     LoopyInputs in;
-    in.latents = scheduler.add_noise(x0, noise, t);
+    in.latents = scheduler.add_noise(x0_d, noise, t);
     in.timestep = t;
-    in.drop.reference = masks.drop_reference;
+    in.drop.reference = on(masks.drop_reference);
     if (!video) {
-        in.reference = model.reference_unet->encode_reference(batch.reference);
+        in.reference = model.reference_unet->encode_reference(on(batch.reference));
     } else {
         {
             // The reference net is frozen in stage 2: no graph through it.
             torch::NoGradGuard no_grad;
-            in.reference = model.reference_unet->encode_reference(batch.reference);
-            in.motion = model.reference_unet->encode_motion(draws.motion.frames, draws.motion.mask);
+            in.reference = model.reference_unet->encode_reference(on(batch.reference));
+            in.motion =
+                model.reference_unet->encode_motion(on(draws.motion.frames), on(draws.motion.mask));
         }
-        in.drop.audio = masks.drop_audio;
-        in.drop.motion = masks.drop_motion;
+        in.drop.audio = on(masks.drop_audio);
+        in.drop.motion = on(masks.drop_motion);
         in.audio_tokens = batch_audio_tokens(model, batch, options.audio, x0.size(1));
-        in.motion_condition.type = masks.condition;
-        in.motion_condition.head_variance = normalize_variance(batch.head_variance);
-        in.motion_condition.expression_variance = normalize_variance(batch.expression_variance);
+        in.motion_condition.type = on(masks.condition);
+        in.motion_condition.head_variance = on(normalize_variance(batch.head_variance));
+        in.motion_condition.expression_variance = on(normalize_variance(batch.expression_variance));
     }
-    const auto prediction = model.predict_noise(in);
-    const auto target = options.v_prediction ? scheduler.velocity(x0, noise, t) : noise;
+    // Under autocast the prediction may be bfloat16; the loss is taken in float32.
+    const auto prediction = model.predict_noise(in).to(torch::kFloat32);
+    const auto target = options.v_prediction ? scheduler.velocity(x0_d, noise, t) : noise;
     if (!batch.loss_weight.defined()) return torch::mse_loss(prediction, target);
     return weighted_mse(prediction, target,
-                        video ? batch.loss_weight : batch.loss_weight.narrow(1, 0, 1));
+                        on(video ? batch.loss_weight : batch.loss_weight.narrow(1, 0, 1)));
 }
 
 // --- AdamW ---
@@ -269,8 +275,8 @@ void AdamW::load_state(const TensorMap& state) {
     };
     for (size_t i = 0; i < params_.size(); ++i) {
         const auto& [name, p] = params_[i];
-        slots_[i].exp_avg = get("adamw.exp_avg." + name, p).to(p.scalar_type());
-        slots_[i].exp_avg_sq = get("adamw.exp_avg_sq." + name, p).to(p.scalar_type());
+        slots_[i].exp_avg = get("adamw.exp_avg." + name, p).to(p.device(), p.scalar_type());
+        slots_[i].exp_avg_sq = get("adamw.exp_avg_sq." + name, p).to(p.device(), p.scalar_type());
         slots_[i].step = get("adamw.step." + name, {}).item<int64_t>();
     }
 }
@@ -319,10 +325,12 @@ StepStats apply_update(AdamW& optimizer, double loss, double lr, double max_grad
 double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& params,
                       double max_norm) {
     torch::NoGradGuard no_grad;
-    double sum = 0;
+    // One read of the device for all parameters (a GPU would wait once per .item()).
+    std::vector<torch::Tensor> squares;
     for (const auto& [name, p] : params)
-        if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
-    const double norm = std::sqrt(sum);
+        if (p.grad().defined()) squares.push_back(p.grad().pow(2).sum().to(torch::kFloat64));
+    const double norm =
+        squares.empty() ? 0.0 : std::sqrt(torch::stack(squares).sum().item<double>());
     if (max_norm > 0 && norm > max_norm) {
         const double scale = max_norm / (norm + 1e-6);
         for (const auto& [name, p] : params)
@@ -331,11 +339,28 @@ double clip_gradients(const std::vector<std::pair<std::string, torch::Tensor>>& 
     return norm;
 }
 
+namespace {
+
+// The model in float32 on the trainer's device, before the optimiser makes its state there.
+LoopyModelImpl& place_model(LoopyModelImpl& model, const TrainerOptions& options) {
+    const auto& device = options.device;
+    if (!device.is_cpu() && !device.is_cuda())
+        throw Error("training: the device must be the CPU or CUDA");
+    if (device.is_cuda() && !torch::cuda::is_available())
+        throw Error(
+            "training on CUDA: no CUDA device (a LibTorch without CUDA, or no GPU visible)");
+    if (options.autocast_bf16 && !device.is_cuda())
+        throw Error("training: bfloat16 autocast is for CUDA devices only");
+    model.to(device, torch::kFloat32);
+    return model;
+}
+
+}  // namespace
+
 Trainer::Trainer(LoopyModel model, TrainerOptions options)
     : model_(std::move(model)),
       options_(options),
-      optimizer_(prepare_parameters(*model_, options), options.adamw) {
-    model_->to(torch::kCPU, torch::kFloat32);
+      optimizer_(prepare_parameters(place_model(*model_, options), options), options.adamw) {
     model_->train();
     model_->prediction_type = options_.v_prediction ? "v_prediction" : "epsilon";
     if (options_.ema_decay < 0 || options_.ema_decay >= 1)
@@ -444,7 +469,12 @@ StepStats Trainer::step(const TrainingBatch& batch) {
     loss_options.audio = audio_feature_options(model_->config, options_.audio_context_seconds);
 
     optimizer_.zero_grad();
-    auto loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generators);
+    torch::Tensor loss;
+    {
+        std::optional<compat::CudaAutocastGuard> autocast;
+        if (options_.autocast_bf16) autocast.emplace(torch::kBFloat16);
+        loss = diffusion_loss(*model_, scheduler_, batch, loss_options, generators);
+    }
     loss.backward();
     double loss_value = loss.item<double>();
     if (options_.distributed) loss_value = all_reduce_gradients(loss_value, batch.size());
@@ -526,7 +556,7 @@ int64_t Trainer::load_run(const std::string& dir) {
     for (size_t i = 0; i < ema_.size(); ++i) {
         auto it = state.find("ema." + params[i].first);
         if (it == state.end()) throw Error(state_path + ": no EMA weights (saved without --ema)");
-        ema_[i] = it->second.to(torch::kFloat32).clone();
+        ema_[i] = it->second.to(options_.device, torch::kFloat32).clone();
     }
     step_ = step;
     return metadata_int(state_meta, "loopy.train.samples_seen", state_path);

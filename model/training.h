@@ -88,7 +88,8 @@ struct LossOptions {
 
 // Mean squared error of the model's prediction for one batch (forward only). Stage 1 uses only
 // the first target frame and no motion / audio inputs. Item i's masks, timestep, noise and TSM
-// sampling are drawn from item_generators[i] (one per item), in that order.
+// sampling are drawn on the CPU from item_generators[i] (one per item), in that order; the batch
+// (CPU tensors) then moves to the model's device.
 torch::Tensor diffusion_loss(LoopyModelImpl& model, const DDIMScheduler& scheduler,
                              const TrainingBatch& batch, const LossOptions& options,
                              std::vector<at::Generator>& item_generators);
@@ -162,6 +163,12 @@ struct TrainerOptions {
     // Keep oneDNN off during steps so that --resume is bit-exact; off: several times faster
     // convolution backward on CPU, results reproducible only to rounding.
     bool reproducible = true;
+    // Where the model trains. Every random draw stays on the CPU (so a run draws the same masks,
+    // timesteps and noise on any device); batches move to the device for the loss.
+    torch::Device device = torch::kCPU;
+    // CUDA only: the forward pass under autocast to bfloat16 (weights, gradients and the
+    // optimiser stay float32).
+    bool autocast_bf16 = false;
     // Data-parallel training (null: one process). Each rank's step() takes its own slice of
     // equal size B of the global batch (items rank * B .. rank * B + B - 1); gradients and the
     // loss are averaged over the ranks, and only rank 0 writes files.
@@ -190,7 +197,8 @@ inline constexpr const char* kTrainLossFile = "loss.csv";
 class Trainer {
   public:
     // Freezes every parameter the stage does not train (the VAE always). The model is put in
-    // training mode, on the CPU, float32. Distributed: every rank then holds rank 0's weights.
+    // training mode, float32, on options.device (a CUDA device must be available; autocast is
+    // for CUDA only). Distributed: every rank then holds rank 0's weights.
     Trainer(LoopyModel model, TrainerOptions options);
 
     // One optimiser step. Distributed: a collective (every rank calls it with its batch slice),

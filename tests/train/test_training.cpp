@@ -254,6 +254,36 @@ class TrainingTest : public QObject {
         QVERIFY(changed);
     }
 
+    // Without CUDA a CUDA trainer is refused with a reason; with it, two steps there follow the
+    // CPU's within float32 rounding (the draws stay on the CPU, so both see the same noise).
+    void cudaTrainingFollowsTheCpu() {
+        const auto config = test::micro_config();
+        auto options = fast_options(TrainStage::Video);
+        options.autocast_bf16 = true;
+        QVERIFY(test::contains(
+            test::error_of([&] { model::Trainer(test::random_network(config), options); }),
+            "for CUDA devices only"));
+        options.autocast_bf16 = false;
+        options.device = torch::Device(torch::kCUDA);
+        if (!torch::cuda::is_available()) {
+            QVERIFY(test::contains(
+                test::error_of([&] { model::Trainer(test::random_network(config), options); }),
+                "no CUDA device"));
+            return;
+        }
+        model::Trainer gpu(test::random_network(config), options);
+        model::Trainer cpu(test::random_network(config), fast_options(TrainStage::Video));
+        for (uint64_t seed : {21, 22}) {
+            const auto a = cpu.step(random_batch(config, 2, seed));
+            const auto b = gpu.step(random_batch(config, 2, seed));
+            QVERIFY2(std::abs(a.loss - b.loss) <= 1e-4 * std::abs(a.loss),
+                     qPrintable(QString("%1 vs %2").arg(a.loss).arg(b.loss)));
+        }
+        const auto on_cpu = snapshot(cpu.model());
+        for (const auto& [name, value] : snapshot(gpu.model()))
+            QVERIFY2(torch::allclose(value.cpu(), on_cpu.at(name), 1e-4, 1e-5), name.c_str());
+    }
+
     // `train-vae --decoder-only --mouth-weight W`: the encoder (so every latent) stays as it
     // is; uniform weights give the plain loss; weights of the wrong shape are refused.
     void vaeDecoderOnlyKeepsTheEncoder() {
