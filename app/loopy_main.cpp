@@ -31,11 +31,11 @@ int main(int argc, char** argv) {
     add(loopy::cli::add_info_command(app));
     add(loopy::cli::add_bench_command(app));
     add(loopy::cli::add_convert_command(app));
-#ifndef LOOPY_ENGINE_ONLY  // the commands that need the media libraries
+    add(loopy::cli::add_train_command(app));  // engine-only: from a training data cache
+#ifndef LOOPY_ENGINE_ONLY                     // the commands that need the media libraries
     add(loopy::cli::add_render_command(app));
     add(loopy::cli::add_synth_command(app));
     add(loopy::cli::add_eval_command(app));
-    add(loopy::cli::add_train_command(app));
     add(loopy::cli::add_train_vae_command(app));
     add(loopy::cli::add_train_audio_command(app));
 #endif

@@ -168,10 +168,25 @@ class CliTest : public QObject {
     void engineOnlyCliHasTheEngineCommandsAlone() {
         const Run help = run_program(kEngineOnlyCli, {"--help"});
         QCOMPARE(help.code, 0);
-        for (const char* command : {"info", "bench", "convert"})
+        for (const char* command : {"info", "bench", "convert", "train"})
             QVERIFY2(help.out.contains(QString("  %1 ").arg(command)), qPrintable(help.out));
-        for (const char* command : {"render", "synth", "eval", "train"})
-            QVERIFY2(!help.out.contains(QString("  %1 ").arg(command)), qPrintable(help.out));
+        for (const char* command : {"render", "synth", "eval", "train-vae", "train-audio"})
+            QVERIFY2(!help.out.contains(QString("  %1").arg(command)), qPrintable(help.out));
+        // Its `train` reads a training data cache, never clip folders (that needs FFmpeg).
+        const QString folder = QDir::tempPath();
+        const Run train =
+            run_program(kEngineOnlyCli, {"train", "--data", folder, "--config", "tiny", "-o",
+                                         folder + "/loopy-engine-only-run"});
+        QVERIFY(train.code != 0);
+        QVERIFY2(train.err.contains("reads training data from a cache file alone"),
+                 qPrintable(train.err));
+        QVERIFY(!QFileInfo::exists(folder + "/loopy-engine-only-run"));
+        // A CUDA run on a LibTorch without CUDA says why it cannot start.
+        const Run cuda = loopy_cli({"train", "--data", folder, "--config", "tiny", "--device",
+                                    "cuda", "-o", folder + "/loopy-cuda-run"});
+        QVERIFY(cuda.code != 0);
+        QVERIFY2(cuda.err.contains("no CUDA device") || torch::cuda::is_available(),
+                 qPrintable(cuda.err));
         QVERIFY2(loopy_cli({"--help"}).out.contains("  render "), "the full CLI's help differs");
 
         const Run info = run_program(kEngineOnlyCli, {"info", "--system"});

@@ -243,6 +243,68 @@ class TrainDataTest : public QObject {
         QVERIFY(differs);
     }
 
+    // The cache holds what the samples are made of: the same batches come back from it, the
+    // latents to float16 rounding and everything else exactly.
+    void cacheGivesTheSameSamples() {
+        render::TrainDataOptions o;
+        o.frames = config_.num_frames;
+        o.seed = 4;
+        o.mouth_loss_weight = 5;
+        render::TrainDataset folder(dir_, config_, *net_->vae, o);
+        const auto path = dir_ + "/cache.safetensors";
+        folder.save_cache(path, *net_->vae);
+        const auto cached = render::TrainDataset::load_cache(path, config_, *net_->vae, o);
+        QCOMPARE(cached.clip_count(), folder.clip_count());
+        QCOMPARE(cached.clip(1).name, folder.clip(1).name);
+        const auto a = folder.batch(3, 4), b = cached.batch(3, 4);
+        QVERIFY(a.latents.abs().max().item<float>() > 0.1f);
+        QVERIFY(torch::allclose(b.latents, a.latents, 1e-3, 1e-3));
+        QVERIFY(!torch::equal(b.latents, a.latents));  // rounded: a cache, not the folder again
+        QVERIFY(torch::allclose(b.history, a.history, 1e-3, 1e-3));
+        QVERIFY(torch::equal(b.history_valid, a.history_valid));
+        QVERIFY(torch::allclose(b.reference, a.reference, 1e-3, 1e-3));
+        QVERIFY(b.audio == a.audio);  // 16-bit audio is stored exactly
+        QVERIFY(torch::equal(b.head_variance, a.head_variance));
+        QVERIFY(torch::equal(b.expression_variance, a.expression_variance));
+        QVERIFY(torch::equal(b.loss_weight, a.loss_weight));
+        std::filesystem::remove(path);
+    }
+
+    void cacheRefusesWhatItCannotUse() {
+        render::TrainDataOptions o;
+        o.frames = config_.num_frames;
+        render::TrainDataset folder(dir_, config_, *net_->vae, o);
+        const auto path = dir_ + "/refused.safetensors";
+        folder.save_cache(path, *net_->vae);
+        const auto load = [&](model::LoopyModelImpl& net, const std::string& file, int64_t frames) {
+            auto options = o;
+            options.frames = frames;
+            return test::error_of(
+                [&] { render::TrainDataset::load_cache(file, net.config, *net.vae, options); });
+        };
+        // Another VAE encoder would hand the U-Net latents it was not trained on.
+        auto other = test::random_network(config_);
+        {
+            torch::NoGradGuard no_grad;
+            other->vae->encoder->parameters().front().add_(1e-3);
+        }
+        QVERIFY(test::contains(load(*other, path, o.frames), "another VAE encoder"));
+        QVERIFY(test::contains(load(*net_, path, kFramesPerClip + 1), "shorter than"));
+        // A truncated file, and a safetensors file that is not a cache.
+        const auto size = std::filesystem::file_size(path);
+        std::filesystem::copy_file(path, path + ".cut");
+        std::filesystem::resize_file(path + ".cut", size / 2);
+        QVERIFY(!load(*net_, path + ".cut", o.frames).empty());
+        const auto checkpoint = dir_ + "/model.safetensors";
+        model::save_loopy_checkpoint(checkpoint, *net_);
+        QVERIFY(test::contains(load(*net_, checkpoint, o.frames), "not a training data cache"));
+        QVERIFY(test::error_of([&] {
+                    render::TrainDataset::load_cache(path, config_, *net_->vae, o);
+                }).empty());
+        for (const auto& file : {path, path + ".cut", checkpoint})
+            std::filesystem::remove(file);
+    }
+
     // Stage 2 trains only the temporal and audio layers on top of a random spatial network, so
     // its loss cannot fall as far in the same number of steps (measured: 1.18 -> 0.52).
     void stageTwoOverfitsOneBatch() { overfit(model::TrainStage::Video, config_.num_frames, 2); }
