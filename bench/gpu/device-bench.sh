@@ -15,28 +15,9 @@ B=${1:-build-gpu}
 LOG=$(mktemp -d)
 mkdir -p "$OUT"
 save() { tar czf "$OUT/gpu-results.tgz" -C "$LOG" .; }
-torch_cmake=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') || exit 1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-prefix="$torch_cmake"
-if [ ! -e /usr/include/spdlog/spdlog.h ] && [ -d .deps/usr ]; then
-    prefix="$prefix;$PWD/.deps/usr"
-    export LD_LIBRARY_PATH="$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "spdlog, fmt, nlohmann-json, CLI11 from .deps"
-fi
-
 start=$(date +%s)
-if ! cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOOPY_ENGINE_ONLY=ON \
-    -DCMAKE_PREFIX_PATH="$prefix" -DTORCH_CUDA_ARCH_LIST=9.0 >"$LOG/configure.log" 2>&1; then
-    tail -40 "$LOG/configure.log"
-    save
-    exit 1
-fi
-timeout 420 cmake --build "$B" -j "$(nproc)" -- -k 0 >"$LOG/build.log" 2>&1
-echo "build: rc $? after $(($(date +%s) - start)) s, $(grep -c 'warning:' "$LOG/build.log") warnings"
-grep -E 'error|warning:' "$LOG/build.log" | head -30
+source bench/gpu/build-engine-only.sh || { save; exit 1; }
 save
-loopy=$B/app/loopy
-[ -x "$loopy" ] || exit 1
 "$loopy" info --system | tee "$LOG/system.txt"
 
 # The whole GPU's memory in use, sampled; the allocator's own peaks are in each JSON.
