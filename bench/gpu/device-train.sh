@@ -10,7 +10,7 @@
 # What comes back stays within a device run's limits (8 files, 16 MiB each): $OUT/logs.tgz (logs and
 # loss.csv files) and with LONG the checkpoints v-stage1.safetensors, v-stage2.safetensors and
 # v-stage2-ema.safetensors (OUT defaults to ./gpu-out).
-# AB_PADDING=1 first times sd15 with the ReferenceNet's motion-batch padding off and on (issue 9).
+# CHECKS=0 skips 1 and 2. AB_PADDING=1 first times sd15 with the ReferenceNet's motion-batch padding off and on (issue 9).
 #   DATA=train-cache.safetensors [LONG=90,170] [AB_PADDING=1] bench/gpu/device-train.sh [build-dir]
 set -u
 cd "$(dirname "$0")/../.."
@@ -67,28 +67,30 @@ if [ -n "${AB_PADDING:-}" ]; then  # issue 9: the ReferenceNet's motion-batch pa
 fi
 
 common="--data $data --init $demo --stage 2 --lr 1e-4 --seed 3 --mouth-weight 5 --freeze-audio-encoder"
-echo "== 1. CPU against CUDA, 4 steps of stage 2 (batch 2)"
-for dev in cpu cuda; do
-    timeout 90 "$loopy" train $common --steps 4 --batch 2 --device $dev --threads "$(nproc)" \
-        -o "$work/parity-$dev" >"$LOG/parity-$dev.txt" 2>&1 || tail -5 "$LOG/parity-$dev.txt"
-done
-paste -d, "$work/parity-cpu/loss.csv" "$work/parity-cuda/loss.csv" | cut -d, -f1,2,6 |
-    sed 's/^/   step,loss cpu,loss cuda: /'
-max_diff "$work/parity-cpu/model.safetensors" "$work/parity-cuda/model.safetensors"
-for dev in cpu cuda; do cp "$work/parity-$dev/loss.csv" "$LOG/parity-$dev-loss.csv"; done
-echo "   ($(($(date +%s) - start)) s so far)"
+if [ "${CHECKS:-1}" != 0 ]; then  # CHECKS=0: straight to the long run
+    echo "== 1. CPU against CUDA, 4 steps of stage 2 (batch 2)"
+    for dev in cpu cuda; do
+        timeout 90 "$loopy" train $common --steps 4 --batch 2 --device $dev --threads "$(nproc)" \
+            -o "$work/parity-$dev" >"$LOG/parity-$dev.txt" 2>&1 || tail -5 "$LOG/parity-$dev.txt"
+    done
+    paste -d, "$work/parity-cpu/loss.csv" "$work/parity-cuda/loss.csv" | cut -d, -f1,2,6 |
+        sed 's/^/   step,loss cpu,loss cuda: /'
+    max_diff "$work/parity-cpu/model.safetensors" "$work/parity-cuda/model.safetensors"
+    for dev in cpu cuda; do cp "$work/parity-$dev/loss.csv" "$LOG/parity-$dev-loss.csv"; done
+    echo "   ($(($(date +%s) - start)) s so far)"
 
-echo "== 2. CUDA seconds per step (30 steps each)"
-for variant in "2 -" "8 -" "8 --bf16"; do
-    set -- $variant
-    flag=$2; [ "$flag" = - ] && flag=
-    name="speed-b$1${flag:+-bf16}"
-    timeout 60 "$loopy" train $common --steps 30 --batch "$1" --device cuda $flag \
-        -o "$work/$name" >"$LOG/$name.txt" 2>&1 || tail -5 "$LOG/$name.txt"
-    echo "   batch $1 ${flag:-float32}: $(per_step "$work/$name") s/step, last line:" \
-        "$(tail -1 "$LOG/$name.txt" | cut -c1-140)"
-done
-echo "   ($(($(date +%s) - start)) s so far)"
+    echo "== 2. CUDA seconds per step (30 steps each)"
+    for variant in "2 -" "8 -" "8 --bf16"; do
+        set -- $variant
+        flag=$2; [ "$flag" = - ] && flag=
+        name="speed-b$1${flag:+-bf16}"
+        timeout 60 "$loopy" train $common --steps 30 --batch "$1" --device cuda $flag \
+            -o "$work/$name" >"$LOG/$name.txt" 2>&1 || tail -5 "$LOG/$name.txt"
+        echo "   batch $1 ${flag:-float32}: $(per_step "$work/$name") s/step, last line:" \
+            "$(tail -1 "$LOG/$name.txt" | cut -c1-140)"
+    done
+    echo "   ($(($(date +%s) - start)) s so far)"
+fi
 
 if [ -n "${LONG:-}" ]; then
     s1=${LONG%,*}

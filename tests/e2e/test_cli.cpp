@@ -187,6 +187,11 @@ class CliTest : public QObject {
         QVERIFY(cuda.code != 0);
         QVERIFY2(cuda.err.contains("no CUDA device") || torch::cuda::is_available(),
                  qPrintable(cuda.err));
+        // --steps 0 only writes a data cache, so it needs --save-data.
+        const Run none = loopy_cli({"train", "--data", folder, "--config", "tiny", "--steps", "0",
+                                    "-o", folder + "/loopy-no-steps-run"});
+        QVERIFY(none.code != 0);
+        QVERIFY2(none.err.contains("--steps 0 trains nothing"), qPrintable(none.err));
         QVERIFY2(loopy_cli({"--help"}).out.contains("  render "), "the full CLI's help differs");
 
         const Run info = run_program(kEngineOnlyCli, {"info", "--system"});
