@@ -115,6 +115,9 @@ int run_train(const TrainArgs& a) {
                         : initial_model(a.init, a.config, a.seed);
     auto options = trainer_options(a);
     options.distributed = group;
+    // Several processes on one machine: `--device cuda` gives each its own GPU (LOCAL_RANK).
+    if (group && options.device.is_cuda() && !options.device.has_index())
+        options.device = torch::Device(torch::kCUDA, group->options().local_rank);
     model::Trainer trainer(net, options);
     const int64_t global_batch = a.batch * trainer.world_size();
     int64_t samples = a.resume ? trainer.resume(a.out) : 0;

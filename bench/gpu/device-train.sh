@@ -5,13 +5,16 @@
 #   1. the same 4 stage-2 steps on the CPU and on CUDA: losses side by side and the largest weight
 #      difference (the draws stay on the CPU, so only rounding may differ);
 #   2. seconds per step on CUDA for batch 2 and 8, float32 and bfloat16 autocast;
-#   3. with LONG=S1,S2 (seconds): a v-prediction stage 1 from the demo model for S1 seconds, then
+#   3. with LONG=S1,S2 (seconds): a v-prediction stage 1 from the demo model (or INIT=checkpoint,
+#      whose VAE must be the one the cache was encoded with) for S1 seconds, then
 #      stage 2 on it for S2 seconds (each stopped by `timeout`; the last checkpoint is kept).
 # What comes back stays within a device run's limits (8 files, 16 MiB each): $OUT/logs.tgz (logs and
 # loss.csv files) and with LONG the checkpoints v-stage1.safetensors, v-stage2.safetensors and
 # v-stage2-ema.safetensors (OUT defaults to ./gpu-out).
-# CHECKS=0 skips 1 and 2. AB_PADDING=1 first times sd15 with the ReferenceNet's motion-batch padding off and on (issue 9).
-#   DATA=train-cache.safetensors [LONG=90,170] [AB_PADDING=1] bench/gpu/device-train.sh [build-dir]
+# CHECKS=0 skips 1 and 2. AB_PADDING=1 first times sd15 with the ReferenceNet's motion-batch
+# padding off and on (issue 9). DATA may be xz-compressed (.xz) to fit a device run's 64 MiB.
+#   DATA=train-cache.safetensors[.xz] [LONG=90,170] [CHECKS=0] [AB_PADDING=1] \
+#       bench/gpu/device-train.sh [build-dir]
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -96,7 +99,7 @@ if [ -n "${LONG:-}" ]; then
     s1=${LONG%,*}
     s2=${LONG#*,}
     echo "== 3. v-prediction: stage 1 for $s1 s, then stage 2 for $s2 s"
-    timeout "$s1" "$loopy" train --data "$data" --init "$demo" --stage 1 --v-prediction \
+    timeout "$s1" "$loopy" train --data "$data" --init "${INIT:-$demo}" --stage 1 --v-prediction \
         --batch 32 --lr 2e-4 --warmup 100 --mouth-weight 3 --steps 1000000 \
         --checkpoint-every 100 --device cuda -o "$work/v-stage1" >"$LOG/v-stage1.txt" 2>&1
     echo "   stage 1: $(tail -1 "$work/v-stage1/loss.csv"), $(per_step "$work/v-stage1") s/step"
