@@ -10,6 +10,7 @@
 #include "app/commands.h"
 #include "app/progress_bar.h"
 #include "app/train_common.h"
+#include "core/engine.h"
 #include "core/error.h"
 #include "core/system.h"
 #include "model/distributed.h"
@@ -68,7 +69,7 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
         throw Error("--train-image-layers is for stage 2 (stage 1 trains them anyway)");
     o.seed = a.seed;
     o.reproducible = !a.fast;
-    o.device = torch::Device(a.device);  // "cpu", "cuda" or "cuda:N"
+    o.device = parse_device(a.device);  // the engine's check, as `render --device` uses
     o.autocast_bf16 = a.bf16;
     return o;
 }
@@ -223,14 +224,6 @@ Runner add_train_command(CLI::App& app) {
     cmd->add_option("--device", a->device,
                     "Where to train: cpu, cuda or cuda:N (random draws stay on the CPU, so a run "
                     "draws the same on any device)")
-        ->check(CLI::Validator(
-            [](const std::string& v) {
-                const bool ok = v == "cpu" || v == "cuda" ||
-                                (v.rfind("cuda:", 0) == 0 && v.size() > 5 &&
-                                 v.find_first_not_of("0123456789", 5) == std::string::npos);
-                return ok ? std::string() : "cpu, cuda or cuda:N";
-            },
-            "DEVICE"))
         ->capture_default_str();
     cmd->add_flag("--bf16", a->bf16,
                   "CUDA: the forward pass under bfloat16 autocast (weights and optimiser stay "

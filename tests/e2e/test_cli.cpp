@@ -185,8 +185,12 @@ class CliTest : public QObject {
         const Run cuda = loopy_cli({"train", "--data", folder, "--config", "tiny", "--device",
                                     "cuda", "-o", folder + "/loopy-cuda-run"});
         QVERIFY(cuda.code != 0);
-        QVERIFY2(cuda.err.contains("no CUDA device") || torch::cuda::is_available(),
+        QVERIFY2(cuda.err.contains("has no CUDA") || torch::cuda::is_available(),
                  qPrintable(cuda.err));
+        const Run gpu = loopy_cli({"train", "--data", folder, "--config", "tiny", "--device", "gpu",
+                                   "-o", folder + "/loopy-gpu-run"});
+        QVERIFY(gpu.code != 0);
+        QVERIFY2(gpu.err.contains("unknown device 'gpu'"), qPrintable(gpu.err));
         // --steps 0 only writes a data cache, so it needs --save-data.
         const Run none = loopy_cli({"train", "--data", folder, "--config", "tiny", "--steps", "0",
                                     "-o", folder + "/loopy-no-steps-run"});
