@@ -25,6 +25,7 @@ struct BenchLiveArgs {
     std::string portrait, audio;
     double seconds = 0;      // 0: the audio's length (the file's, or 20 s of synthetic audio)
     double max_pending = 0;  // 0: the live loop's default bound
+    bool overlap_decode = false;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -73,6 +74,7 @@ int run_bench_live(BenchLiveArgs& a) {
         std::make_shared<Session>(m, portrait.data(), m->resolution(), m->resolution(), settings);
     render::LiveOptions options;
     options.max_pending_seconds = a.max_pending;
+    options.overlap_decode = a.overlap_decode;
     render::LiveGenerator live(render::replay_source(std::move(samples)), session, options);
 
     LatencyLog latency;
@@ -100,7 +102,8 @@ int run_bench_live(BenchLiveArgs& a) {
               << m->resolution() << "x" << m->resolution() << ", " << settings.steps
               << " DDIM steps, guidance " << a.bench.guidance_name() << ", "
               << decoder_name(settings.decoder) << " decoder, " << info.threads
-              << " threads, pending audio bound " << live.options().max_pending_seconds << " s\n"
+              << " threads, pending audio bound " << live.options().max_pending_seconds << " s, "
+              << "decode " << (live.options().overlap_decode ? "overlapped" : "in turn") << "\n"
               << "replayed " << c.captured_seconds << " s of audio in " << wall << " s; pushed "
               << c.pushed_seconds << " s, dropped " << c.discarded_seconds << " s (~"
               << std::setprecision(0) << dropped_frames << " frames)\n"
@@ -117,6 +120,7 @@ int run_bench_live(BenchLiveArgs& a) {
         j["machine"] = machine_json();
         j["config"] = bench_config_json(a.bench, *m);
         j["config"]["max_pending_seconds"] = live.options().max_pending_seconds;
+        j["config"]["overlap_decode"] = live.options().overlap_decode;
         j["audio_seconds"] = c.captured_seconds;
         j["wall_seconds"] = wall;
         j["frames"] = c.frames;
@@ -152,6 +156,8 @@ Runner add_bench_live_command(CLI::App& bench) {
                     "Drop audio waiting longer than this (s; 0: one clip and three frames)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
+    cmd->add_flag("--overlap-decode", a->overlap_decode,
+                  "Decode each clip on a thread of its own while the next one is denoised");
     return [a]() { return run_bench_live(*a); };
 }
 

@@ -153,6 +153,15 @@ struct Cancelled : Error {
 using FrameCallback = std::function<void(const Frame&)>;
 using ProgressCallback = std::function<void(const Progress&)>;
 
+// A clip whose denoising is done and whose frames are still to be decoded (Session::denoise_clip).
+struct DenoisedClip {
+    torch::Tensor latents;  // [1, F, C, h, w], float32, on the model's device
+    std::int64_t first_frame = 0;
+    std::int64_t frames = 0;  // to emit: F, or fewer for the last clip of a file
+    Decoder decoder = Decoder::full;
+    int decode_batch = 4;
+};
+
 class Session {
   public:
     // rgb: width x height RGB24; it must be the model's resolution square (the CLI and GUI crop
@@ -180,11 +189,19 @@ class Session {
     // Generates the next clip only (if ready); returns its frames emitted.
     std::int64_t generate_clip(const FrameCallback& on_frame,
                                const ProgressCallback& on_progress = {});
+    // generate_clip in two halves, for callers that decode clip n on another thread while clip
+    // n+1 is denoised (core/decode_worker.h). denoise_clip advances the stream (motion history,
+    // next frame) and returns nothing when the next clip is not ready. decode_clip reads only the
+    // decoders' weights, so one decode_clip at a time may run beside denoise_clip; call it in clip
+    // order. Not re-entrant otherwise.
+    std::optional<DenoisedClip> denoise_clip(const ProgressCallback& on_progress = {});
+    std::int64_t decode_clip(const DenoisedClip& clip, const FrameCallback& on_frame);
 
     void cancel() { cancel_.store(true); }  // from any thread
     void reset_cancel() { cancel_.store(false); }
 
-    const SessionStats& stats() const { return stats_; }
+    // A copy: decode_clip may be adding to it on another thread.
+    SessionStats stats() const;
     std::int64_t next_frame() const { return next_frame_; }
     const model::MotionHistory& motion_history() const { return history_; }
     Model& model() { return *model_; }
@@ -196,8 +213,6 @@ class Session {
                           std::int64_t clip, const ProgressCallback& on_progress);
     torch::Tensor predict(const torch::Tensor& latents, std::int64_t timestep,
                           const ClipConditions& conditions, const GenerationSettings& settings);
-    std::int64_t emit_frames(const torch::Tensor& latents, std::int64_t first_frame,
-                             const GenerationSettings& settings, const FrameCallback& on_frame);
     void check_cancel() const;
     Progress progress(std::int64_t clip, int step, int steps) const;
 
@@ -213,6 +228,7 @@ class Session {
     std::atomic<bool> cancel_{false};
     std::int64_t next_frame_ = 0;
     SessionStats stats_;
+    mutable std::mutex decode_stats_mutex_;  // stats_.vae_decode and stats_.frames
     std::chrono::steady_clock::time_point start_;
 };
 

@@ -183,33 +183,49 @@ Progress Session::progress(std::int64_t clip, int step, int steps) const {
 
 std::int64_t Session::generate_clip(const FrameCallback& on_frame,
                                     const ProgressCallback& on_progress) {
-    if (!clip_ready()) return 0;
+    const auto clip = denoise_clip(on_progress);
+    return clip ? decode_clip(*clip, on_frame) : 0;
+}
+
+std::optional<DenoisedClip> Session::denoise_clip(const ProgressCallback& on_progress) {
+    if (!clip_ready()) return std::nullopt;
     const auto settings = this->settings();
+    const int64_t f = model_->config().num_frames;
     const int64_t first_frame = next_frame_;
-    const int64_t clip = first_frame / model_->config().num_frames;
+    const int64_t clip = first_frame / f;
     if (stats_.clips == 0) start_ = Clock::now();
 
-    std::lock_guard<std::mutex> lock(model_->run_mutex());
-    c10::InferenceMode inference;
-    check_cancel();
-    const auto conditions = encode_conditions(first_frame);
-    const auto latents = denoise(conditions, settings, clip, on_progress);
-    history_.push(latents);
-    motion_features_.forget_unneeded(model_->config().temporal_segment,
-                                     first_frame + model_->config().num_frames,
-                                     model_->config().num_frames);
-    const auto emitted = emit_frames(latents, first_frame, settings, on_frame);
+    DenoisedClip out;
+    {
+        std::lock_guard<std::mutex> lock(model_->run_mutex());
+        c10::InferenceMode inference;
+        check_cancel();
+        const auto conditions = encode_conditions(first_frame);
+        out.latents = denoise(conditions, settings, clip, on_progress);
+        history_.push(out.latents);
+        motion_features_.forget_unneeded(model_->config().temporal_segment, first_frame + f, f);
+    }
+    out.first_frame = first_frame;
+    const int64_t last =
+        audio_.ended() ? std::min(first_frame + f, total_frames()) : first_frame + f;
+    out.frames = std::max<int64_t>(0, last - first_frame);
+    out.decoder = settings.decoder;
+    out.decode_batch = settings.decode_batch;
 
-    next_frame_ = first_frame + model_->config().num_frames;
-    const auto plan =
-        model::plan_audio_window(model_->config().audio_encoder_config(), audio_options_,
-                                 next_frame_, model_->config().num_frames);
+    next_frame_ = first_frame + f;
+    const auto plan = model::plan_audio_window(model_->config().audio_encoder_config(),
+                                               audio_options_, next_frame_, f);
     audio_.forget_before(plan.first_sample);
     stats_.clips += 1;
     stats_.audio_seconds =
         static_cast<double>(std::min(next_frame_, total_frames())) / model::kVideoFps;
     if (on_progress) on_progress(progress(clip + 1, 0, settings.steps));
-    return emitted;
+    return out;
+}
+
+SessionStats Session::stats() const {
+    std::lock_guard<std::mutex> lock(decode_stats_mutex_);
+    return stats_;
 }
 
 Session::ClipConditions Session::encode_conditions(std::int64_t first_frame) {
@@ -296,31 +312,34 @@ torch::Tensor Session::predict(const torch::Tensor& latents, std::int64_t timest
     return model::combine_guidance(predictions, passes, weights);
 }
 
-std::int64_t Session::emit_frames(const torch::Tensor& latents, std::int64_t first_frame,
-                                  const GenerationSettings& settings,
-                                  const FrameCallback& on_frame) {
+// The decoders are not the network's forward passes that run_mutex guards: decoding may run on
+// another thread while the next clip is denoised.
+std::int64_t Session::decode_clip(const DenoisedClip& clip, const FrameCallback& on_frame) {
+    c10::InferenceMode inference;
     auto& vae = model_->network().vae;
-    const int64_t f = latents.size(1);
-    const int64_t last =
-        audio_.ended() ? std::min(first_frame + f, total_frames()) : first_frame + f;
-    const int64_t count = std::max<int64_t>(0, last - first_frame);
     std::int64_t emitted = 0;
-    for (int64_t i = 0; i < count; i += settings.decode_batch) {
-        const int64_t n = std::min<int64_t>(settings.decode_batch, count - i);
+    for (int64_t i = 0; i < clip.frames; i += clip.decode_batch) {
+        const int64_t n = std::min<int64_t>(clip.decode_batch, clip.frames - i);
         torch::Tensor pixels;
+        StageStats timed;
         {
-            StageTimer timer(stats_.vae_decode, model_->device(), n);
+            StageTimer timer(timed, model_->device(), n);
             // The preview decoder takes the latents as diffusion makes them, the VAE unscaled.
-            const auto z = latents[0].narrow(0, i, n);
+            const auto z = clip.latents[0].narrow(0, i, n);
             const auto image =
-                settings.decoder == Decoder::preview
+                clip.decoder == Decoder::preview
                     ? model_->preview_decoder().forward(z.to(model_->dtype()))
                     : vae->decode(z.div(vae->config.scaling_factor).to(model_->dtype()));
             pixels = model::to_rgb8(image);
         }
+        {
+            std::lock_guard<std::mutex> lock(decode_stats_mutex_);
+            stats_.vae_decode.add(timed.seconds, n);
+            stats_.frames += n;
+        }
         for (int64_t j = 0; j < n; ++j) {
             Frame frame;
-            frame.index = first_frame + i + j;
+            frame.index = clip.first_frame + i + j;
             frame.timestamp = static_cast<double>(frame.index) / model::kVideoFps;
             frame.height = static_cast<int>(pixels.size(1));
             frame.width = static_cast<int>(pixels.size(2));
@@ -328,7 +347,6 @@ std::int64_t Session::emit_frames(const torch::Tensor& latents, std::int64_t fir
             frame.rgb.assign(data, data + pixels[j].numel());
             if (on_frame) on_frame(frame);
             ++emitted;
-            stats_.frames += 1;
         }
     }
     return emitted;

@@ -158,6 +158,23 @@ bool LiveGenerator::cancelled() const {
 
 void LiveGenerator::run(const LiveCallbacks& callbacks) {
     callbacks_ = &callbacks;
+    if (options_.overlap_decode)
+        decoder_ = std::make_unique<DecodeWorker>(*session_, [this](const Frame& f) { emit(f); });
+    try {
+        loop();
+        drain();
+    } catch (...) {
+        decoder_.reset();  // drops the clips still waiting; waits for the one being decoded
+        callbacks_ = nullptr;
+        throw;
+    }
+    decoder_.reset();
+    if (callbacks.on_tick) callbacks.on_tick();
+    callbacks_ = nullptr;
+    if (callbacks.cancel_requested && callbacks.cancel_requested()) throw Cancelled();
+}
+
+void LiveGenerator::loop() {
     source_->start();
     while (!stop_requested() && !cancelled() && source_->running()) {
         read_source();
@@ -166,21 +183,24 @@ void LiveGenerator::run(const LiveCallbacks& callbacks) {
             generate_clip();
         else
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        if (callbacks.on_tick) callbacks.on_tick();
+        if (callbacks_->on_tick) callbacks_->on_tick();
     }
     source_->stop();
+}
+
+// Stopped: what was captured (at most the pending bound) is still turned into frames.
+void LiveGenerator::drain() {
     draining_ = true;
-    // Stopped: what was captured (at most the pending bound) is still turned into frames.
-    if (!cancelled()) {
-        read_source();
-        feed_session(true);
-        session_->end_audio();
-        while (!cancelled() && session_->clip_ready())
-            generate_clip();
+    if (cancelled()) return;
+    read_source();
+    feed_session(true);
+    session_->end_audio();
+    while (!cancelled() && session_->clip_ready())
+        generate_clip();
+    if (decoder_ && !cancelled()) {
+        decoder_->finish();
+        if (frames_ > 0) last_clip_ = LiveClock::now();
     }
-    if (callbacks.on_tick) callbacks.on_tick();
-    callbacks_ = nullptr;
-    if (callbacks.cancel_requested && callbacks.cancel_requested()) throw Cancelled();
 }
 
 // Takes what arrived into pending_, then applies the drop policy: pending audio beyond the bound
@@ -238,21 +258,45 @@ void LiveGenerator::generate_clip() {
     if (frames_ == 0) first_clip_ = start;
     // The callbacks also keep reading the source (same thread: the ring's one consumer), so
     // that a clip slower than the ring is long does not overflow it and lose the newest audio.
-    frames_ += session_->generate_clip(
-        [&](const Frame& frame) {
-            if (callbacks_->on_frame) callbacks_->on_frame({frame, audio_captured, draining_});
-            read_source();
-        },
-        [&](const Progress& progress) {
-            if (cancelled()) session_->cancel();
-            clip_steps_ = progress.steps;
-            read_source();
-        });
+    const auto on_progress = [&](const Progress& progress) {
+        if (cancelled()) session_->cancel();
+        clip_steps_ = progress.steps;
+        read_source();
+    };
+    if (decoder_) {
+        if (auto clip = session_->denoise_clip(on_progress)) {
+            {
+                std::lock_guard<std::mutex> lock(stamps_mutex_);
+                stamps_.push_back({clip->first_frame + clip->frames, audio_captured, draining_});
+            }
+            frames_ += clip->frames;
+            decoder_->submit(std::move(*clip));
+        }
+    } else {
+        frames_ += session_->generate_clip(
+            [&](const Frame& frame) {
+                if (callbacks_->on_frame) callbacks_->on_frame({frame, audio_captured, draining_});
+                read_source();
+            },
+            on_progress);
+    }
     last_clip_ = LiveClock::now();
     generating_seconds_ += seconds_between(start, last_clip_);
     logger()->debug("live clip at frame {}: its newest audio was {:.0f} ms old, took {:.0f} ms",
                     frames_, seconds_between(audio_captured, start) * 1000,
                     seconds_between(start, last_clip_) * 1000);
+}
+
+// On the decode worker's thread: the frame with its clip's stamps.
+void LiveGenerator::emit(const Frame& frame) {
+    ClipStamp stamp;
+    {
+        std::lock_guard<std::mutex> lock(stamps_mutex_);
+        while (stamps_.size() > 1 && frame.index >= stamps_.front().end_frame)
+            stamps_.pop_front();
+        stamp = stamps_.front();
+    }
+    if (callbacks_->on_frame) callbacks_->on_frame({frame, stamp.audio_captured, stamp.after_stop});
 }
 
 LiveCounters LiveGenerator::counters() const {

@@ -5,12 +5,15 @@
 // benchmark run this same loop; see docs/live-audio.md.
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "audio/microphone.h"
+#include "core/decode_worker.h"
 #include "core/engine.h"
 
 namespace loopy::render {
@@ -53,6 +56,12 @@ struct LiveOptions {
     // audio, but every second of it is a second of latency whenever inference is behind; a
     // smaller one leaves inference waiting for audio.
     double max_pending_seconds = 0;
+    // Decode clip n on a thread of its own (core/decode_worker.h) while clip n+1 is denoised;
+    // on_frame is then called on that thread. Off by default: on the 2-core CPU the denoiser's
+    // two OpenMP threads already fill both cores: three pairs of one-minute A/B runs gave fewer
+    // frames per second and ~150 ms more p95 latency with it on (docs/architecture.md). It is for
+    // machines with cores to spare.
+    bool overlap_decode = false;
 };
 
 // One clip's audio plus three frames (0.6 s for 12-frame clips). A clip's own audio is the least
@@ -107,6 +116,9 @@ class LiveGenerator {
     void feed_session(bool everything);
     std::int64_t clip_end() const;
     void generate_clip();
+    void loop();
+    void drain();
+    void emit(const Frame& frame);  // from the decode worker
     bool stop_requested() const;
     bool cancelled() const;
 
@@ -140,6 +152,17 @@ class LiveGenerator {
     std::int64_t frames_ = 0;
     double generating_seconds_ = 0;
     LiveClock::time_point first_clip_{}, last_clip_{};
+
+    // With overlap_decode: clips waiting for (or in) the decode worker, with the stamps their
+    // frames carry.
+    struct ClipStamp {
+        std::int64_t end_frame;  // one past the clip's last frame
+        LiveClock::time_point audio_captured;
+        bool after_stop;
+    };
+    std::mutex stamps_mutex_;
+    std::deque<ClipStamp> stamps_;
+    std::unique_ptr<DecodeWorker> decoder_;
 };
 
 }  // namespace loopy::render

@@ -4,6 +4,9 @@
 // audio is are the same on every machine. Nothing is measured on the wall clock.
 #include <QtTest>
 
+#include <set>
+#include <thread>
+
 #include "pipeline/tiny_model.h"
 #include "render/live_generator.h"
 #include "test_util.h"
@@ -30,6 +33,8 @@ struct Run {
     std::vector<render::LiveFrameEvent> events;  // frame references are dangling: times only
     std::vector<int64_t> indices;
     std::vector<render::LiveClock::time_point> emitted;
+    std::vector<std::vector<uint8_t>> rgb;
+    std::set<std::thread::id> frame_threads;
     double stop_seconds = -1;  // test clock when the stop was first requested
 };
 
@@ -58,6 +63,8 @@ Run replay(double seconds, const Pace& pace = {}) {
         run.events.push_back(e);
         run.indices.push_back(e.frame.index);
         run.emitted.push_back(clock->now);
+        run.rgb.push_back(e.frame.rgb);
+        run.frame_threads.insert(std::this_thread::get_id());
         clock->advance(pace.frame_seconds);
     };
     callbacks.on_tick = [&] { clock->advance(kTickSeconds); };
@@ -164,6 +171,31 @@ class LiveGeneratorTest : public QObject {
                  qPrintable(QString("%1 vs %2 frames")
                                 .arg(run.counters.frames)
                                 .arg(two_clips.counters.frames)));
+    }
+
+    void overlappedDecodeGivesTheSameFramesOnAnotherThread() {
+        // The frames do not move the clock here, so both runs push the same audio when.
+        Pace overlapped;
+        overlapped.options.overlap_decode = true;
+        const auto a = replay(1.5, overlapped);
+        const auto b = replay(1.5);
+        QCOMPARE(a.indices, b.indices);
+        QCOMPARE(a.counters.frames, b.counters.frames);
+        QCOMPARE(a.counters.pushed_seconds, b.counters.pushed_seconds);
+        for (size_t i = 0; i < a.rgb.size(); ++i) {
+            int worst = 0;
+            for (size_t j = 0; j < a.rgb[i].size(); ++j)
+                worst = std::max(worst, std::abs(int(a.rgb[i][j]) - int(b.rgb[i][j])));
+            QVERIFY2(worst <= 1, qPrintable(QString("frame %1: %2").arg(i).arg(worst)));
+        }
+        for (size_t i = 0; i < a.events.size(); ++i) {
+            QCOMPARE(a.events[i].audio_captured, b.events[i].audio_captured);
+            QCOMPARE(a.events[i].after_stop, b.events[i].after_stop);
+        }
+        // Frames came from one thread, not the loop's; in turn, from the loop's.
+        QCOMPARE(int(a.frame_threads.size()), 1);
+        QVERIFY(a.frame_threads.count(std::this_thread::get_id()) == 0);
+        QVERIFY(b.frame_threads == std::set<std::thread::id>{std::this_thread::get_id()});
     }
 
     void negativeBoundIsRefused() {

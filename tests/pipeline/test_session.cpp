@@ -2,6 +2,10 @@
 // motion history, streaming, caching, determinism, settings changes and cancellation.
 #include <QtTest>
 
+#include <set>
+#include <thread>
+
+#include "core/decode_worker.h"
 #include "core/engine.h"
 #include "core/flop_counter.h"
 #include "core/resources.h"
@@ -59,6 +63,15 @@ bool same_frames(const Output& a, const Output& b) {
         if (a.frames[i].rgb != b.frames[i].rgb || a.frames[i].index != b.frames[i].index)
             return false;
     return true;
+}
+
+// The random tiny model of the tests with a random fast preview decoder.
+std::shared_ptr<Model> preview_model() {
+    auto net = test::random_network(test::tiny_config(kSize));
+    torch::manual_seed(3);
+    model::PreviewDecoder preview(model::preview_decoder_options(net->config));
+    preview->eval();
+    return Model::from_network(net, {}, preview);
 }
 
 int max_pixel_difference(const Output& a, const Output& b) {
@@ -271,6 +284,70 @@ class SessionTest : public QObject {
         Output resumed;
         resumed.frames = frames;
         QVERIFY(same_frames(resumed, reference));  // the cancelled clip, redone, is identical
+    }
+
+    void decodeWorkerGivesTheSameFramesInOrder() {
+        // Clip n decoded on the worker (1 thread) while clip n+1 is denoised: the frames of the
+        // plain loop, in order, from the worker's thread.
+        const auto audio = test::test_audio(1.3);
+        const auto plain = generate(model_, audio, fast_settings());
+        for (const auto decoder : {Decoder::full, Decoder::preview}) {
+            auto settings = fast_settings();
+            settings.decoder = decoder;
+            auto model = decoder == Decoder::preview ? preview_model() : model_;
+            const auto reference =
+                decoder == Decoder::full ? plain : generate(model, audio, settings);
+            Session session(model, test::test_portrait(kSize).data(), kSize, kSize, settings);
+            session.push_audio(audio.data(), audio.size());
+            session.end_audio();
+            Output overlapped;
+            std::set<std::thread::id> threads;
+            {
+                DecodeWorker worker(session, [&](const Frame& f) {
+                    overlapped.frames.push_back(f);
+                    threads.insert(std::this_thread::get_id());
+                });
+                while (auto clip = session.denoise_clip())
+                    worker.submit(std::move(*clip));
+                worker.finish();
+                QCOMPARE(worker.frames_emitted(), int64_t(reference.frames.size()));
+            }
+            QCOMPARE(overlapped.frames.size(), reference.frames.size());  // 33: the last clip short
+            for (size_t i = 0; i < overlapped.frames.size(); ++i)
+                QCOMPARE(overlapped.frames[i].index, int64_t(i));
+            QVERIFY2(max_pixel_difference(overlapped, reference) <= 1,
+                     qPrintable(QString::number(max_pixel_difference(overlapped, reference))));
+            QCOMPARE(int(threads.size()), 1);
+            QVERIFY(threads.count(std::this_thread::get_id()) == 0);
+            QCOMPARE(session.stats().vae_decode.calls, int64_t(reference.frames.size()));
+            QCOMPARE(session.stats().frames, int64_t(reference.frames.size()));
+        }
+    }
+
+    void decodeWorkerPassesOnAnErrorAndStops() {
+        // A frame callback that fails (a full disk, say) at frame 5: the next submit() rethrows
+        // its error, and no frame after it is delivered.
+        const auto audio = test::test_audio(1.3);
+        Session session(model_, test::test_portrait(kSize).data(), kSize, kSize, fast_settings());
+        session.push_audio(audio.data(), audio.size());
+        session.end_audio();
+        std::vector<int64_t> delivered;
+        DecodeWorker worker(session, [&](const Frame& f) {
+            if (f.index == 5) throw Error("disk full");
+            delivered.push_back(f.index);
+        });
+        QString error;
+        try {
+            while (auto clip = session.denoise_clip())
+                worker.submit(std::move(*clip));
+            worker.finish();
+        } catch (const Error& e) {
+            error = e.what();
+        }
+        QCOMPARE(error, QString("disk full"));
+        QCOMPARE(delivered, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+        QCOMPARE(worker.frames_emitted(), int64_t(5));
+        QVERIFY(test::contains(test::error_of([&] { worker.finish(); }), "disk full"));
     }
 
     void audioShorterThanOneClipStillGivesFrames() {
