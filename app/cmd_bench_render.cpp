@@ -28,7 +28,7 @@ struct BenchRenderArgs {
     double seconds = 4.8;  // of synthetic audio
     int profile_rows = 0;  // > 0: print the denoiser's most expensive operators
     bool compare_cpu = false;
-    bool overlap_decode = false;  // decode clip n while clip n+1 is denoised (the live default)
+    bool overlap_decode = false;  // decode clip n while clip n+1 is denoised
 };
 
 // The LOOPY_* environment variables set for the run (the engine's on/off switches), so that a
@@ -224,7 +224,7 @@ Runner add_bench_render_command(CLI::App& bench) {
                     "Also print the denoiser's N most expensive operators per step");
     cmd->add_flag("--overlap-decode", a->overlap_decode,
                   "Decode each clip on a thread of its own while the next one is denoised, as "
-                  "the live preview does on the CPU (frames/s then counts both together)");
+                  "bench live --overlap-decode does (frames/s then counts both together)");
     cmd->add_flag("--compare-cpu", a->compare_cpu,
                   "Also render the first clip on the CPU in float32 and print the difference "
                   "(small models: the CPU runs the whole clip)");

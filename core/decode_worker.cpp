@@ -30,7 +30,7 @@ DecodeWorker::~DecodeWorker() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         closing_ = true;
-        queue_.clear();
+        waiting_.reset();
     }
     changed_.notify_all();
     thread_.join();
@@ -42,16 +42,16 @@ void DecodeWorker::rethrow_locked() {
 
 void DecodeWorker::submit(DenoisedClip clip) {
     std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [&] { return queue_.empty() || error_; });
+    changed_.wait(lock, [&] { return !waiting_ || error_; });
     rethrow_locked();
-    queue_.push_back(std::move(clip));
+    waiting_ = std::move(clip);
     lock.unlock();
     changed_.notify_all();
 }
 
 void DecodeWorker::finish() {
     std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [&] { return (queue_.empty() && !busy_) || error_; });
+    changed_.wait(lock, [&] { return (!waiting_ && !busy_) || error_; });
     rethrow_locked();
 }
 
@@ -64,10 +64,10 @@ void DecodeWorker::run() {
     set_this_threads_intra_op_threads(threads_);
     std::unique_lock<std::mutex> lock(mutex_);
     while (true) {
-        changed_.wait(lock, [&] { return closing_ || !queue_.empty(); });
+        changed_.wait(lock, [&] { return closing_ || waiting_; });
         if (closing_) return;
-        auto clip = std::move(queue_.front());
-        queue_.pop_front();
+        auto clip = std::move(*waiting_);
+        waiting_.reset();
         busy_ = true;
         lock.unlock();
         changed_.notify_all();     // a submit() waiting for room
@@ -86,7 +86,7 @@ void DecodeWorker::run() {
         frames_ += emitted;
         if (error && !error_) {
             error_ = error;
-            queue_.clear();  // later clips would have a gap before them
+            waiting_.reset();  // a later clip would have a gap before it
         }
         changed_.notify_all();
     }

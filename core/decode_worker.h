@@ -1,7 +1,8 @@
 #pragma once
 // Decodes a Session's denoised clips on a thread of its own, so that clip n's frames are made
-// while clip n+1 is denoised. On the 2-core CPU the denoising step keeps ~1.4 cores busy and the
-// motion ReferenceNet ~1 (bench render at 1 and 2 threads), so the decoder's work fits beside them.
+// while clip n+1 is denoised. That pays only where the denoiser leaves cores idle: on the 2-core
+// CPU it cost ~4 % of the live frames/s (docs/architecture.md), so the live loop uses it only when
+// asked (LiveOptions::overlap_decode).
 //
 //   DecodeWorker decoder(session, on_frame);
 //   while (auto clip = session.denoise_clip()) decoder.submit(std::move(*clip));
@@ -12,9 +13,9 @@
 // on_frame on the worker thread, in order, one at a time.
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/engine.h"
@@ -46,8 +47,8 @@ class DecodeWorker {
     int threads_;
     mutable std::mutex mutex_;
     std::condition_variable changed_;
-    std::deque<DenoisedClip> queue_;
-    bool busy_ = false;  // the worker holds a clip
+    std::optional<DenoisedClip> waiting_;  // the queue: one clip
+    bool busy_ = false;                    // the worker holds a clip
     bool closing_ = false;
     std::exception_ptr error_;
     std::int64_t frames_ = 0;

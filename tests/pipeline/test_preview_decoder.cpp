@@ -48,13 +48,6 @@ double relative_error(model::PreviewDecoderImpl& preview, const model::PreviewTa
     return (out - t.images).pow(2).mean().item<double>() / t.images.var().item<double>();
 }
 
-model::PreviewDecoder random_preview(const model::LoopyConfig& config, uint64_t seed) {
-    torch::manual_seed(seed);
-    model::PreviewDecoder preview(model::preview_decoder_options(config));
-    preview->eval();
-    return preview;
-}
-
 std::vector<Frame> render_frames(const std::shared_ptr<Model>& model, Decoder decoder) {
     GenerationSettings settings;
     settings.steps = 2;
@@ -84,7 +77,7 @@ class PreviewDecoderTest : public QObject {
   private Q_SLOTS:
     void shapesFollowTheVae() {
         const auto config = test::micro_config();
-        auto preview = random_preview(config, 1);
+        auto preview = test::random_preview(config, 1);
         QCOMPARE(preview->up_blocks->size(), size_t(3));  // factor 8
         const auto out = preview->forward(torch::randn({2, 4, 4, 4}));
         QCOMPARE(out.sizes(), (torch::IntArrayRef{2, 3, kSize, kSize}));
@@ -105,7 +98,7 @@ class PreviewDecoderTest : public QObject {
         QCOMPARE(train.latents.sizes(), (torch::IntArrayRef{256, 4, 4, 4}));
         QCOMPARE(train.images.sizes(), (torch::IntArrayRef{256, 3, kSize, kSize}));
 
-        auto preview = random_preview(config, 5);
+        auto preview = test::random_preview(config, 5);
         const double untrained = relative_error(*preview, held_out);
         QVERIFY2(untrained > 0.5, qPrintable(QString::number(untrained)));
         model::PreviewDistillerOptions options;
@@ -136,7 +129,7 @@ class PreviewDecoderTest : public QObject {
         const auto with = dir.filePath("with.safetensors").toStdString();
         const auto without = dir.filePath("without.safetensors").toStdString();
         auto net = test::random_network(test::micro_config());
-        auto preview = random_preview(net->config, 9);
+        auto preview = test::random_preview(net->config, 9);
         model::save_loopy_checkpoint(with, *net, model::preview_decoder_metadata(*preview),
                                      model::preview_decoder_tensors(*preview));
         model::save_loopy_checkpoint(without, *net);
@@ -159,7 +152,7 @@ class PreviewDecoderTest : public QObject {
         QTemporaryDir dir;
         const auto path = dir.filePath("partial.safetensors").toStdString();
         auto net = test::random_network(test::micro_config());
-        auto preview = random_preview(net->config, 9);
+        auto preview = test::random_preview(net->config, 9);
         auto tensors = state_dict(*net);
         for (const auto& [name, tensor] : model::preview_decoder_tensors(*preview))
             tensors[name] = tensor;
@@ -175,8 +168,8 @@ class PreviewDecoderTest : public QObject {
 
     void sessionDecodesWithThePreview() {
         auto net = test::random_network(test::micro_config());
-        auto model_a = Model::from_network(net, {}, random_preview(net->config, 1));
-        auto model_b = Model::from_network(net, {}, random_preview(net->config, 2));
+        auto model_a = Model::from_network(net, {}, test::random_preview(net->config, 1));
+        auto model_b = Model::from_network(net, {}, test::random_preview(net->config, 2));
         const auto a = render_frames(model_a, Decoder::preview);
         QCOMPARE(a.size(), size_t(13));  // 0.5 s of audio
         for (const auto& frame : a) {

@@ -68,10 +68,7 @@ bool same_frames(const Output& a, const Output& b) {
 // The random tiny model of the tests with a random fast preview decoder.
 std::shared_ptr<Model> preview_model() {
     auto net = test::random_network(test::tiny_config(kSize));
-    torch::manual_seed(3);
-    model::PreviewDecoder preview(model::preview_decoder_options(net->config));
-    preview->eval();
-    return Model::from_network(net, {}, preview);
+    return Model::from_network(net, {}, test::random_preview(net->config, 3));
 }
 
 int max_pixel_difference(const Output& a, const Output& b) {

@@ -52,6 +52,14 @@ inline model::LoopyModel random_network(const model::LoopyConfig& config, uint64
     return net;
 }
 
+// A fast preview decoder with fresh random weights for `config`.
+inline model::PreviewDecoder random_preview(const model::LoopyConfig& config, uint64_t seed) {
+    torch::manual_seed(seed);
+    model::PreviewDecoder preview(model::preview_decoder_options(config));
+    preview->eval();
+    return preview;
+}
+
 inline std::shared_ptr<Model> random_model(int64_t resolution = 64, uint64_t seed = 1) {
     return Model::from_network(random_network(tiny_config(resolution), seed));
 }
