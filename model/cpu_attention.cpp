@@ -131,6 +131,21 @@ LOOPY_INLINE float row_scores(const float* qi, const Shape& s, Scratch& scratch)
     const float* __restrict kt = scratch.keys_t.data();
     const float* __restrict madd = scratch.mask_add.data();
     Vec8 max = splat8(kMinusInf);
+    if constexpr (D > 0) {
+        // The scaled query in registers: stores to p might alias qi for all the compiler
+        // knows, so it scaled and broadcast every channel again for every eight keys.
+        Vec8 qs[D];
+        for (int c = 0; c < D; ++c)
+            qs[c] = splat8(qi[c] * s.scale);
+        for (int64_t j = 0; j < n; j += kLanes) {
+            Vec8 acc = load8(madd + j);  // -inf for the padding
+            for (int c = 0; c < D; ++c)
+                acc += qs[c] * load8(kt + c * stride + j);
+            store8(p + j, acc);
+            max = max > acc ? max : acc;
+        }
+        return max8(max);
+    }
     for (int64_t j = 0; j < n; j += kLanes) {
         Vec8 acc = load8(madd + j);  // -inf for the padding
         for (int64_t c = 0; c < d; ++c)
