@@ -2,9 +2,19 @@
 
 #include <portaudio.h>
 
+#if LOOPY_HAVE_ALSA
+#include <alsa/asoundlib.h>
+#endif
+#if LOOPY_HAVE_JACK
+#include <jack/jack.h>
+#endif
+
+#include <cstdarg>
+#include <cstdio>
 #include <mutex>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace loopy::audio {
 
@@ -14,10 +24,42 @@ std::mutex& portaudio_init_mutex() {
     static std::mutex m;
     return m;
 }
+
+// PortAudio probes every ALSA device and the JACK server when it starts; on a machine without a
+// sound card or JACK both libraries printed dozens of lines to stderr ("ALSA lib ... cannot find
+// card '0'", "jack server is not running") around the one message that matters. Their messages go
+// to the debug log instead; PortAudio's own errors still reach the user as loopy::Error.
+#if LOOPY_HAVE_ALSA
+void alsa_message(const char* file, int line, const char* function, int err, const char* fmt, ...) {
+    char text[512];
+    va_list args;
+    va_start(args, fmt);
+    std::vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    logger()->debug("ALSA: {} ({}:{} {}{}{})", text, file ? file : "?", line,
+                    function ? function : "?", err ? ": " : "", err ? snd_strerror(err) : "");
+}
+#endif
+#if LOOPY_HAVE_JACK
+void jack_message(const char* text) {
+    logger()->debug("JACK: {}", text ? text : "");
+}
+#endif
+
+void quiet_sound_libraries() {
+#if LOOPY_HAVE_ALSA
+    snd_lib_error_set_handler(alsa_message);
+#endif
+#if LOOPY_HAVE_JACK
+    jack_set_error_function(jack_message);
+    jack_set_info_function(jack_message);
+#endif
+}
 }  // namespace
 
 PortAudioSession::PortAudioSession() {
     std::lock_guard<std::mutex> lock(portaudio_init_mutex());
+    quiet_sound_libraries();
     if (const PaError err = Pa_Initialize(); err != paNoError)
         throw Error(std::string("PortAudio: cannot initialise (") + Pa_GetErrorText(err) + ")");
 }
