@@ -66,13 +66,15 @@ struct Shape {
 constexpr int64_t kLongKeys = 64;
 
 // Scratch of one thread. The matrix's kept keys (masked ones are left out) transposed [D, keys],
-// rows `stride` floats apart, so that products run along contiguous keys; the values the same
-// way for long rows, else as contiguous rows [keys, D]; one row of scores; 0 for kept keys and
-// -inf for the padding up to whole vectors.
+// rows `stride` floats apart, so that products run along contiguous keys (as rows [keys, D] for
+// short rows taken eight queries at a time, which read one key channel at a time); the values
+// the same way for long rows, else as contiguous rows [keys, D]; one row of scores; 0 for kept
+// keys and -inf for the padding up to whole vectors.
 struct Scratch {
     int64_t stride;
     int64_t keys = 0, padded = 0;  // this matrix's kept keys, and rounded up to whole vectors
     bool transposed = false;       // values transposed (long rows of whole vectors of channels)
+    bool by_query = false;         // short rows, eight queries at a time: keys as rows [keys, D]
     std::vector<float> keys_t, values, scores, mask_add;
     explicit Scratch(const Shape& s)
         // One vector more than the padded length: rows 2 KB apart (512 keys) would all fall
@@ -97,6 +99,7 @@ LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scra
     scratch.keys = kept;
     scratch.padded = (kept + kLanes - 1) / kLanes * kLanes;
     scratch.transposed = D > 0 && D % kLanes == 0 && kept >= kLongKeys;
+    scratch.by_query = D > 0 && D % kLanes == 0 && !scratch.transposed && s.lq >= kLanes / 2;
     float* kt = scratch.keys_t.data();
     float* vs = scratch.values.data();
     int64_t n = 0, g = 0;
@@ -106,6 +109,14 @@ LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scra
             if (m.key_mask && !m.key_mask[g]) continue;
             const float* kj = part.k + j * part.k_row;
             const float* vj = part.v + j * part.v_row;
+            if (scratch.by_query) {  // rows as they are: whole-vector copies, no scatter
+                for (int64_t c = 0; c < d; ++c) {
+                    kt[n * d + c] = kj[c];
+                    vs[n * d + c] = vj[c];
+                }
+                ++n;
+                continue;
+            }
             for (int64_t c = 0; c < d; ++c)
                 kt[c * stride + n] = kj[c];
             if (scratch.transposed) {
@@ -264,8 +275,8 @@ LOOPY_INLINE void long_row_8(const float* qi, const Shape& s, Scratch& scratch, 
 template <int D>
 LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scratch& scratch) {
     static_assert(D > 0 && D % kLanes == 0, "whole vectors of channels");
-    const int64_t keys = scratch.keys, stride = scratch.stride;
-    const float* __restrict kt = scratch.keys_t.data();
+    const int64_t keys = scratch.keys;
+    const float* __restrict key_rows = scratch.keys_t.data();  // [keys, D] (gather_keys)
     const float* __restrict values = scratch.values.data();
     float* __restrict e = scratch.scores.data();  // [keys, 8 queries]
     for (int64_t i0 = 0; i0 < s.lq; i0 += kLanes) {
@@ -278,7 +289,7 @@ LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scrat
         for (int64_t j = 0; j < keys; ++j) {
             Vec8 score = {};
             for (int c = 0; c < D; ++c)
-                score += qt[c] * splat8(kt[c * stride + j]);
+                score += qt[c] * splat8(key_rows[j * D + c]);
             store8(e + j * kLanes, score);
             max = max > score ? max : score;
         }
@@ -315,7 +326,7 @@ LOOPY_INLINE void attend_rows(const MatrixView& m, const Shape& s, Scratch& scra
         return;
     }
     if constexpr (D > 0 && D % kLanes == 0) {
-        if (!scratch.transposed && s.lq >= kLanes / 2) return short_rows_by_query<D>(m, s, scratch);
+        if (scratch.by_query) return short_rows_by_query<D>(m, s, scratch);
     }
     for (int64_t i = 0; i < s.lq; ++i) {
         const float* qi = m.q + i * m.q_row;

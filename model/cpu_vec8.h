@@ -30,11 +30,12 @@ LOOPY_INLINE Vec8 load8(const float* p) {
 LOOPY_INLINE void store8(float* p, Vec8 v) {
     std::memcpy(p, &v, sizeof v);
 }
-// Written as a vector plus a scalar: GCC 12 turns that into one broadcast, but builds the
-// eight-element initialiser from eight inserts in the AVX2 copies (compiled for SSE2 first),
-// which made the short rows' inner loops wait on the shuffle unit.
+// Written as a scalar minus a zero vector: GCC 12 turns that into one broadcast (x - 0 is x for
+// every float, so the subtraction folds away; 0 + x is not, for x = -0, and stayed as an add),
+// but builds the eight-element initialiser from eight inserts in the AVX2 copies (compiled for
+// SSE2 first), which made the short rows' inner loops wait on the shuffle unit.
 LOOPY_INLINE Vec8 splat8(float x) {
-    return Vec8{} + x;
+    return x - Vec8{};
 }
 LOOPY_INLINE float sum8(Vec8 v) {
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
