@@ -68,6 +68,8 @@ class CpuAttentionTest : public QObject {
         QTest::newRow("spatial long rows d8") << 3 << 2 << 64 << 128 << 8 << false;
         QTest::newRow("spatial long rows d8 masked") << 3 << 2 << 32 << 300 << 8 << true;
         QTest::newRow("spatial long rows d16 masked") << 3 << 2 << 16 << 96 << 16 << true;
+        QTest::newRow("spatial 16x16 + reference d8") << 2 << 2 << 40 << 512 << 8 << false;
+        QTest::newRow("spatial long rows d16, not whole 16s") << 3 << 2 << 24 << 72 << 16 << false;
         QTest::newRow("audio one query") << 64 << 2 << 1 << 40 << 8 << false;
         QTest::newRow("scalar width 12") << 5 << 3 << 7 << 70 << 12 << true;
         QTest::newRow("d40 long rows") << 2 << 2 << 9 << 77 << 40 << false;
@@ -93,12 +95,33 @@ class CpuAttentionTest : public QObject {
             mask.select(1, lk - 1).fill_(true);  // every row keeps a key
         }
         QVERIFY(cpu_attention_applies(q, k, v));
-        const auto got = cpu_attention(q, k, v, mask);
-        QCOMPARE(got.sizes().vec(), q.sizes().vec());
-        const double diff = (got - reference(q, k, v, mask)).abs().max().item<double>();
-        QVERIFY2(diff < 2e-5, qPrintable(QString("max difference %1").arg(diff)));
-        // merge_heads of the result is free: it is [B, Lq, H, D] underneath.
-        QVERIFY(got.transpose(1, 2).is_contiguous());
+        const auto expected = reference(q, k, v, mask);
+        // The AVX-512 long rows where this CPU has them, and the AVX2 ones.
+        for (const bool avx512 : {true, false}) {
+            set_cpu_attention_avx512_enabled(avx512);
+            const auto got = cpu_attention(q, k, v, mask);
+            set_cpu_attention_avx512_enabled(true);
+            QCOMPARE(got.sizes().vec(), q.sizes().vec());
+            const double diff = (got - expected).abs().max().item<double>();
+            QVERIFY2(diff < 2e-5, qPrintable(QString("max difference %1 (AVX-512 %2)")
+                                                 .arg(diff)
+                                                 .arg(avx512 ? "on" : "off")));
+            // merge_heads of the result is free: it is [B, Lq, H, D] underneath.
+            QVERIFY(got.transpose(1, 2).is_contiguous());
+        }
+    }
+
+    void avx512LongRowsAreTakenWhereTheCpuHasThem() {
+        // On a CPU with AVX-512F the comparison above covers both copies; say which ran here.
+        qInfo("AVX-512 long rows active: %s", cpu_attention_avx512_active() ? "yes" : "no");
+        set_cpu_attention_avx512_enabled(false);
+        QVERIFY(!cpu_attention_avx512_active());
+        set_cpu_attention_avx512_enabled(true);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        QCOMPARE(cpu_attention_avx512_active(), __builtin_cpu_supports("avx512f") != 0);
+#else
+        QVERIFY(!cpu_attention_avx512_active());
+#endif
     }
 
     void maskedKeysHaveNoInfluence() {
