@@ -1,7 +1,11 @@
 // Model loading and the settings/device helpers of the engine API (core/engine.h).
 #include "core/engine.h"
 
+#include <ATen/Context.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "core/checkpoint.h"
 #include "core/error.h"
@@ -77,6 +81,12 @@ Model::Model(model::LoopyModel network, model::PreviewDecoder preview, const Mod
     reuse_freed_memory();
     device_ = parse_device(options.device);
     dtype_ = parse_dtype(options.dtype, device_);
+    // LOOPY_CUDNN_BENCHMARK=1: cuDNN times its convolution algorithms on each new shape and keeps
+    // the fastest, instead of its heuristics' pick (off by default: see bench/results/README.md).
+    if (device_.is_cuda()) {
+        const char* benchmark = std::getenv("LOOPY_CUDNN_BENCHMARK");
+        at::globalContext().setBenchmarkCuDNN(benchmark && std::string(benchmark) == "1");
+    }
     if (options.audio_context_seconds < 0 || options.audio_context_seconds > 30)
         throw Error("audio context must be between 0 and 30 seconds");
     network_->to(device_, dtype_);

@@ -5,7 +5,9 @@
 # same machine. Prints the figures; logs and JSON go to $OUT/gpu-results.tgz (OUT defaults to
 # ./gpu-out).
 #   bench/gpu/device-bench.sh [build-dir]       (QUICK=1: only the demo check and one sd15 run;
-#                                               AB=1: only the switches one by one)
+#                                               AB=1: only the switches one by one;
+#                                               CUDNN_AB=1: the demo check, sd15 with cuDNN's
+#                                               benchmark mode off and on, and the host CPU)
 # Without spdlog, nlohmann-json or CLI11 on the machine, carry Debian's packages unpacked in .deps/
 # (docs/packaging.md, "Engine-only build").
 set -u
@@ -60,6 +62,27 @@ if [ -n "${AB:-}" ]; then  # AB=1: each switch alone, 8 clips a run, then a prof
 fi
 run demo-cuda-fp16 60 - -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
     --compare-cpu
+if [ -n "${CUDNN_AB:-}" ]; then  # CUDNN_AB=1: cuDNN's benchmark mode, then the machine's CPU
+    long="$sd15 --dtype float16 --steps 4 --decoder preview --seconds 3.84"
+    run cudnn-heuristics 100 - $long
+    run cudnn-benchmark 100 LOOPY_CUDNN_BENCHMARK=1 $long
+    kill $sampler
+    # The engine's OpenMP and LibTorch's: one runtime or two (a wheel bundles its own libgomp)?
+    ldd "$loopy" | grep -iE 'gomp|omp' | tee "$LOG/openmp-libraries.txt"
+    grep -m1 'model name' /proc/cpuinfo
+    grep -qw avx512f /proc/cpuinfo && echo "CPU has AVX-512F" || echo "CPU has no AVX-512F"
+    cpu="-c $demo --device cpu --steps 4 --decoder preview --seconds 4.32"
+    run host-cpu-t2 60 - $cpu --threads 2
+    run host-cpu-t2-no-avx512 60 LOOPY_CPU_AVX512=0 $cpu --threads 2
+    run host-cpu-t8 60 - $cpu --threads 8
+    run host-cpu-t8-overlap 60 - $cpu --threads 8 --overlap-decode
+    for f in "$LOG"/cudnn-*.txt "$LOG"/host-cpu-*.txt; do
+        printf '%-28s %s | %s\n' "$(basename "$f" .txt)" "$(grep -oE '[0-9.]+ frames/s' "$f")" \
+            "$(grep -E 'motion per|step per|decode per' "$f" | tr -s ' ' | tr '\n' ' ')"
+    done
+    save
+    exit 0
+fi
 if [ -n "${QUICK:-}" ]; then
     run sd15-512-fp16-steps4-cfg3-preview 100 - $fast
     kill $sampler
