@@ -37,6 +37,16 @@ double op_flops(std::string_view name, const c10::ArrayRef<const c10::IValue>& i
         if (!x || !w || w->dim() != 2) return 0;
         return 2.0 * product(x->sizes()) * static_cast<double>(w->size(0));
     }
+    // loopy::feed_forward: the engine's fused feed-forward (model/cpu_feed_forward.h), inputs
+    // (h, proj weight [2 inner, C], out weight [C, inner]): the two products over h's rows.
+    if (name == "loopy::feed_forward") {
+        const at::Tensor* h = tensor_arg(inputs, 0);
+        const at::Tensor* proj = tensor_arg(inputs, 1);
+        const at::Tensor* out = tensor_arg(inputs, 2);
+        if (!h || !proj || !out || h->dim() < 1 || h->size(-1) == 0) return 0;
+        const double rows = product(h->sizes()) / static_cast<double>(h->size(-1));
+        return 2.0 * rows * (product(proj->sizes()) + product(out->sizes()));
+    }
     if (name == "aten::mm" || name == "aten::addmm" || name == "aten::bmm" ||
         name == "aten::baddbmm") {
         const bool has_bias = name == "aten::addmm" || name == "aten::baddbmm";

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_feed_forward.h"
 #include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
@@ -179,7 +180,12 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
         if (pos_embed) normed = pos_embed(normed);
         h = attn2(normed, encoder_hidden_states) + h;
     }
-    return ff(forward_layer_norm(norm3, h)) + h;
+    return feed_forward_residual(h);
+}
+
+torch::Tensor BasicTransformerBlockImpl::feed_forward_residual(const torch::Tensor& h) {
+    auto fused = fused_feed_forward(norm3, ff->proj, ff->out, h);
+    return fused.defined() ? fused : ff(forward_layer_norm(norm3, h)) + h;
 }
 
 // --- Transformer2DModel ---

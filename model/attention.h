@@ -114,6 +114,9 @@ class BasicTransformerBlockImpl : public torch::nn::Module {
     torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& encoder_hidden_states = {},
                           const torch::Tensor& positions = {});
 
+    // The block's end, h + ff(norm3(h)) (fused on the CPU: model/cpu_feed_forward.h).
+    torch::Tensor feed_forward_residual(const torch::Tensor& h);
+
     // Reference attention hook. When set, it receives attn1's normalised input [B, L, dim] and
     // returns extra keys and values for attn1 (see AttentionImpl::forward_with_extra; undefined
     // keys: plain self-attention). A reference network records its input here ("bank"); the

@@ -16,11 +16,8 @@
 #include "core/error.h"
 #include "core/torch_compat.h"
 #include "model/cpu_dispatch.h"
+#include "model/cpu_vec16.h"
 #include "model/cpu_vec8.h"
-
-#if LOOPY_HAVE_AVX2_KERNEL
-#include <immintrin.h>
-#endif
 
 namespace loopy::model {
 
@@ -94,17 +91,6 @@ class AlignedFloats {
 // Keys are padded to whole vectors of this many: the widest vectors the kernels use (AVX-512).
 constexpr int64_t kKeyPadding = 16;
 
-EnvironmentSwitch& avx512_switch() {
-    static EnvironmentSwitch on_off{"LOOPY_CPU_AVX512"};
-    return on_off;
-}
-
-// The AVX-512 long rows where the CPU has AVX-512F, unless switched off (LOOPY_CPU_AVX512=0).
-bool avx512_long_rows() {
-    static const bool supported = cpu_has_avx512f();
-    return supported && avx512_switch().on();
-}
-
 // Scratch of one thread. The matrix's kept keys (masked ones are left out) transposed [D, keys],
 // rows `stride` floats apart, so that products run along contiguous keys (as rows [keys, D] for
 // short rows taken eight queries at a time, which read one key channel at a time); the values
@@ -115,7 +101,7 @@ struct Scratch {
     int64_t keys = 0, padded = 0;  // this matrix's kept keys, and rounded up to whole vectors
     bool transposed = false;       // values transposed (long rows of whole vectors of channels)
     bool by_query = false;         // short rows, eight queries at a time: keys as rows [keys, D]
-    bool avx512 = avx512_long_rows();  // long rows of 8 or 16 channels by long_rows_avx512
+    bool avx512 = cpu_avx512_active();  // long rows of 8 or 16 channels by long_rows_avx512
     AlignedFloats keys_t, values, scores, mask_add;
     explicit Scratch(const Shape& s)
         // One vector more than the padded length: rows 2 KB apart (512 keys) would all fall
@@ -312,44 +298,7 @@ LOOPY_INLINE void long_row_8(const float* qi, const Shape& s, Scratch& scratch, 
 #if LOOPY_HAVE_AVX2_KERNEL
 // long_row_8 sixteen keys at a time (also for sixteen channels), for CPUs with AVX-512F: half the
 // instructions per key in the spatial attention of the tiny model's first level (a third of its
-// denoising step). Vector
-// extensions as elsewhere, except for broadcasts (GCC 12 builds a 16-float vector from a scalar
-// with sixteen masked broadcasts); not GCC 12's own AVX-512 intrinsics for the arithmetic, which
-// warn of an uninitialised variable in its headers.
-typedef float Vec16 __attribute__((vector_size(64)));
-typedef int32_t Int16 __attribute__((vector_size(64)));
-
-LOOPY_AVX512 inline Vec16 splat16(float x) {
-    return _mm512_set1_ps(x);
-}
-LOOPY_AVX512 inline Vec16 load16(const float* p) {  // p on a 64-byte boundary
-    return *reinterpret_cast<const Vec16*>(__builtin_assume_aligned(p, 64));
-}
-LOOPY_AVX512 inline Vec8 fold16(Vec16 v) {  // lanes i and i + 8 added
-    return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-           __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-
-LOOPY_AVX512 inline Vec16 exp_nonpositive16(Vec16 x) {  // exp_nonpositive, 16 lanes
-    const Vec16 cutoff = splat16(kExpCutoff);
-    const Vec16 xi = x < cutoff ? cutoff : x;
-    const Vec16 shifted = xi * splat16(1.44269504088896341f) + splat16(12582912.0f);
-    const Vec16 n = shifted - splat16(12582912.0f);
-    const Vec16 r = xi - n * splat16(0.693359375f) - n * splat16(-2.12194440e-4f);
-    Vec16 y = splat16(8.297652006e-3f);
-    y = y * r + splat16(4.191538692e-2f);
-    y = y * r + splat16(1.666757464e-1f);
-    y = y * r + splat16(4.999889433e-1f);
-    y = y * r + splat16(9.999997020e-1f);
-    y = y * r + splat16(1.000000119f);
-    Int16 bits;
-    std::memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits << 23) + (127 << 23);  // 2^n
-    Vec16 two_n;
-    std::memcpy(&two_n, &bits, sizeof two_n);
-    return x < cutoff ? splat16(0.0f) : y * two_n;
-}
-
+// denoising step).
 template <int D>
 LOOPY_AVX512 inline void long_row_x16(const float* qi, const Shape& s, Scratch& scratch,
                                       float* out) {
@@ -512,14 +461,6 @@ void set_cpu_attention_enabled(bool enabled) {
 
 bool cpu_attention_enabled() {
     return enabled_switch().on();
-}
-
-void set_cpu_attention_avx512_enabled(bool enabled) {
-    avx512_switch().set(enabled);
-}
-
-bool cpu_attention_avx512_active() {
-    return avx512_long_rows();
 }
 
 bool cpu_attention_applies(const torch::Tensor& q, const KeyValueParts& kv) {

@@ -44,11 +44,8 @@ torch::Tensor cpu_attention(const torch::Tensor& q, const KeyValueParts& kv,
 // with LibTorch's operators. Not thread-safe against running models: set it between runs.
 void set_cpu_attention_enabled(bool enabled);
 bool cpu_attention_enabled();
-// Long rows of 8 or 16 channels take an AVX-512 copy on CPUs with AVX-512F, unless
-// LOOPY_CPU_AVX512=0 is set or it is switched off here (for comparisons; between runs).
-// Active: the CPU has it and it is on.
-void set_cpu_attention_avx512_enabled(bool enabled);
-bool cpu_attention_avx512_active();
+// Long rows of 8 or 16 channels take an AVX-512 copy where cpu_avx512_active()
+// (model/cpu_dispatch.h).
 
 // softmax(q k^T / sqrt(D) + mask) v for [B, H, L, D] tensors by whichever path is fastest here:
 // cpu_attention when it applies, else LibTorch (compat::scaled_dot_product_attention without a

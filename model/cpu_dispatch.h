@@ -85,4 +85,19 @@ class EnvironmentSwitch {
     std::atomic<bool> on_;
 };
 
+// The AVX-512 copies of the CPU loops (model/cpu_vec16.h) run on CPUs with AVX-512F unless
+// LOOPY_CPU_AVX512=0 is set or they are switched off here (for comparisons; between runs).
+inline EnvironmentSwitch& cpu_avx512_switch() {
+    static EnvironmentSwitch on_off{"LOOPY_CPU_AVX512"};
+    return on_off;
+}
+inline void set_cpu_avx512_enabled(bool enabled) {
+    cpu_avx512_switch().set(enabled);
+}
+// The CPU has AVX-512F and the switch is on.
+inline bool cpu_avx512_active() {
+    static const bool supported = cpu_has_avx512f();
+    return supported && cpu_avx512_switch().on();
+}
+
 }  // namespace loopy::model

@@ -12,6 +12,11 @@ namespace loopy::model {
 // operators.
 torch::Tensor geglu_product(const torch::Tensor& x);
 
+// Rows [0, rows) of x [rows, 2n] into y [rows, n], both contiguous: the loop of geglu_product,
+// for fused callers (model/cpu_feed_forward.h).
+void geglu_rows_cpu(const float* x, float* y, int64_t n, int64_t rows);
+
+// An AVX-512 copy runs where cpu_avx512_active() (model/cpu_dispatch.h).
 // On unless LOOPY_CPU_GEGLU=0; set between runs, not while a model runs.
 void set_cpu_geglu_enabled(bool enabled);
 bool cpu_geglu_enabled();

@@ -89,6 +89,9 @@ LOOPY_INLINE void normalise_by_width(const NormArgs& a, int64_t begin, int64_t e
 }
 
 bool applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
+    if (!layer.weight.defined() || !layer.weight.is_contiguous() || !layer.bias.defined() ||
+        !layer.bias.is_contiguous())
+        return false;
     const auto& o = layer.options;
     if (!cpu_layer_norm_enabled() || !o.elementwise_affine() || o.normalized_shape().size() != 1)
         return false;
@@ -111,15 +114,33 @@ bool cpu_layer_norm_enabled() {
     return enabled_switch().on();
 }
 
+bool cpu_layer_norm_applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
+    return applies(layer, x);
+}
+
+void layer_norm_rows_cpu(const torch::nn::LayerNormImpl& layer, const float* x, float* y,
+                         int64_t rows) {
+    const NormArgs args{x,
+                        y,
+                        layer.weight.data_ptr<float>(),
+                        layer.bias.data_ptr<float>(),
+                        layer.weight.size(0),
+                        static_cast<float>(layer.options.eps())};
+    static const auto normalise = CpuKernel<normalise_by_width>::pick();
+    normalise(args, 0, rows);
+}
+
 torch::Tensor forward_layer_norm(torch::nn::LayerNorm& layer, const torch::Tensor& x_in) {
     if (!applies(*layer, x_in)) return layer(x_in);
     RECORD_FUNCTION("loopy::layer_norm", std::vector<c10::IValue>({x_in}));
     const auto x = x_in.contiguous();
-    const auto weight = layer->weight.contiguous(), bias = layer->bias.contiguous();
     auto y = torch::empty_like(x);
-    const NormArgs args{
-        x.data_ptr<float>(),    y.data_ptr<float>(), weight.data_ptr<float>(),
-        bias.data_ptr<float>(), x.size(-1),          static_cast<float>(layer->options.eps())};
+    const NormArgs args{x.data_ptr<float>(),
+                        y.data_ptr<float>(),
+                        layer->weight.data_ptr<float>(),
+                        layer->bias.data_ptr<float>(),
+                        x.size(-1),
+                        static_cast<float>(layer->options.eps())};
     static const auto normalise = CpuKernel<normalise_by_width>::pick();
     at::parallel_for(0, x.numel() / args.width, 512,
                      [&](int64_t begin, int64_t end) { normalise(args, begin, end); });

@@ -14,6 +14,14 @@ namespace loopy::model {
 // on; LibTorch's otherwise.
 torch::Tensor forward_layer_norm(torch::nn::LayerNorm& layer, const torch::Tensor& x);
 
+// True when forward_layer_norm takes the engine's loop for x.
+bool cpu_layer_norm_applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x);
+
+// Rows [0, rows) of x [rows, C] normalised into y with the layer's weights (contiguous CPU
+// float32; C <= 64): the loop of forward_layer_norm, for fused callers (model/cpu_feed_forward.h).
+void layer_norm_rows_cpu(const torch::nn::LayerNormImpl& layer, const float* x, float* y,
+                         int64_t rows);
+
 // On unless LOOPY_CPU_LAYER_NORM=0; set between runs, not while a model runs.
 void set_cpu_layer_norm_enabled(bool enabled);
 bool cpu_layer_norm_enabled();

@@ -15,6 +15,16 @@ namespace loopy::model {
 // (LOOPY_FUSED_LINEAR_BIAS=0: LibTorch's frontend, which does that for inputs of 3+ dims).
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
 
+// On CPUs with AVX-512F (model/cpu_dispatch.h) forward_linear computes products of at most 128
+// inputs and 256 outputs (a multiple of 16) with the engine's own loop instead of BLAS, unless
+// LOOPY_CPU_OWN_PRODUCT=0 or switched off here (between runs). Applies: whether it would.
+void set_cpu_own_product_enabled(bool enabled);
+bool cpu_own_product_applies(const torch::nn::Linear& layer, const torch::Tensor& x);
+// y [rows, n] = bias + x [rows, k] . wt [k, n] (all contiguous; bias may be null) by that loop,
+// on the calling thread, for fused callers (model/cpu_feed_forward.h) where it applies.
+void product_rows_cpu(const float* x, int64_t rows, const float* wt, const float* bias, float* y,
+                      int64_t k, int64_t n);
+
 // On unless LOOPY_PARALLEL_LINEAR=0; set between runs, not while a model runs.
 void set_parallel_linear_enabled(bool enabled);
 bool parallel_linear_enabled();

@@ -197,7 +197,7 @@ torch::Tensor InterClipTemporalLayerImpl::block_forward(BasicTransformerBlockImp
     };
     auto h = attend(block.norm1, block.attn1) + clip;
     if (block.attn2) h = attend(block.norm2, block.attn2) + h;
-    return block.ff(forward_layer_norm(block.norm3, h)) + h;
+    return block.feed_forward_residual(h);
 }
 
 torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
@@ -213,7 +213,7 @@ torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
     };
     auto h = attend(block.norm1, block.attn1) + clip;
     if (block.attn2) h = attend(block.norm2, block.attn2) + h;
-    return block.ff(forward_layer_norm(block.norm3, h)) + h;
+    return block.feed_forward_residual(h);
 }
 
 torch::Tensor InterClipTemporalLayerImpl::memory_tokens(const torch::Tensor& motion, int64_t b,

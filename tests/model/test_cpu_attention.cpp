@@ -14,6 +14,8 @@
 #include "core/system.h"
 #include "model/attention.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_dispatch.h"
+#include "model/cpu_feed_forward.h"
 #include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
@@ -98,9 +100,9 @@ class CpuAttentionTest : public QObject {
         const auto expected = reference(q, k, v, mask);
         // The AVX-512 long rows where this CPU has them, and the AVX2 ones.
         for (const bool avx512 : {true, false}) {
-            set_cpu_attention_avx512_enabled(avx512);
+            set_cpu_avx512_enabled(avx512);
             const auto got = cpu_attention(q, k, v, mask);
-            set_cpu_attention_avx512_enabled(true);
+            set_cpu_avx512_enabled(true);
             QCOMPARE(got.sizes().vec(), q.sizes().vec());
             const double diff = (got - expected).abs().max().item<double>();
             QVERIFY2(diff < 2e-5, qPrintable(QString("max difference %1 (AVX-512 %2)")
@@ -113,14 +115,14 @@ class CpuAttentionTest : public QObject {
 
     void avx512LongRowsAreTakenWhereTheCpuHasThem() {
         // On a CPU with AVX-512F the comparison above covers both copies; say which ran here.
-        qInfo("AVX-512 long rows active: %s", cpu_attention_avx512_active() ? "yes" : "no");
-        set_cpu_attention_avx512_enabled(false);
-        QVERIFY(!cpu_attention_avx512_active());
-        set_cpu_attention_avx512_enabled(true);
+        qInfo("AVX-512 copies active: %s", cpu_avx512_active() ? "yes" : "no");
+        set_cpu_avx512_enabled(false);
+        QVERIFY(!cpu_avx512_active());
+        set_cpu_avx512_enabled(true);
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        QCOMPARE(cpu_attention_avx512_active(), __builtin_cpu_supports("avx512f") != 0);
+        QCOMPARE(cpu_avx512_active(), __builtin_cpu_supports("avx512f") != 0);
 #else
-        QVERIFY(!cpu_attention_avx512_active());
+        QVERIFY(!cpu_avx512_active());
 #endif
     }
 
@@ -360,6 +362,7 @@ class CpuAttentionTest : public QObject {
         QTest::addColumn<int>("width");
         QTest::newRow("64: whole vectors") << 64;
         QTest::newRow("12: a scalar tail") << 12;
+        QTest::newRow("24: a vector and a tail") << 24;
     }
 
     void gegluMatchesLibTorch() {
@@ -369,20 +372,108 @@ class CpuAttentionTest : public QObject {
         const auto x = torch::randn({3000, 2 * width}) * 4;
         const auto xd = x.to(torch::kFloat64);
         const auto want = xd.narrow(1, 0, width) * torch::gelu(xd.narrow(1, width, width));
-        torch::Tensor got;
-        {
-            torch::NoGradGuard no_grad;
-            QVERIFY(cpu_geglu_enabled());
-            got = geglu_product(x);
+        // The AVX-512 copy where this CPU has it, and the AVX2 one.
+        for (const bool avx512 : {true, false}) {
+            torch::Tensor got;
+            {
+                torch::NoGradGuard no_grad;
+                QVERIFY(cpu_geglu_enabled());
+                set_cpu_avx512_enabled(avx512);
+                got = geglu_product(x);
+                set_cpu_avx512_enabled(true);
+            }
+            QCOMPARE(got.sizes().vec(), (std::vector<int64_t>{3000, width}));
+            const double diff =
+                ((got.to(torch::kFloat64) - want).abs() / (want.abs() + 1)).max().item<double>();
+            QVERIFY2(diff < 1e-5, qPrintable(QString("max relative difference %1 (AVX-512 %2)")
+                                                 .arg(diff)
+                                                 .arg(avx512 ? "on" : "off")));
         }
-        QCOMPARE(got.sizes().vec(), (std::vector<int64_t>{3000, width}));
-        const double diff =
-            ((got.to(torch::kFloat64) - want).abs() / (want.abs() + 1)).max().item<double>();
-        QVERIFY2(diff < 1e-5, qPrintable(QString("max relative difference %1").arg(diff)));
         // Training: LibTorch's operators, gradients flow.
         auto leaf = x.clone().requires_grad_(true);
         geglu_product(leaf).sum().backward();
         QVERIFY(leaf.grad().defined());
+    }
+
+    void ownProductMatchesBlas_data() {
+        QTest::addColumn<int>("rows");
+        QTest::addColumn<int>("in");
+        QTest::addColumn<int>("out");
+        QTest::addColumn<bool>("bias");
+        // The tiny model's shapes, rows not a whole number of blocks, every remainder of 64
+        // outputs (16, 32, 48), the largest widths taken.
+        QTest::newRow("16 -> 128") << 1000 << 16 << 128 << true;
+        QTest::newRow("64 -> 16, odd rows") << 301 << 64 << 16 << true;
+        QTest::newRow("32 -> 48") << 203 << 32 << 48 << true;
+        QTest::newRow("128 -> 32, no bias") << 130 << 128 << 32 << false;
+        QTest::newRow("7 -> 256") << 257 << 7 << 256 << true;
+    }
+
+    void ownProductMatchesBlas() {
+        QFETCH(int, rows);
+        QFETCH(int, in);
+        QFETCH(int, out);
+        QFETCH(bool, bias);
+        torch::manual_seed(rows + in);
+        torch::nn::Linear layer(torch::nn::LinearOptions(in, out).bias(bias));
+        const auto x = torch::randn({rows, in});
+        torch::NoGradGuard no_grad;
+        QCOMPARE(cpu_own_product_applies(layer, x), cpu_avx512_active());
+        set_cpu_own_product_enabled(false);
+        QVERIFY(!cpu_own_product_applies(layer, x));
+        const auto want = forward_linear(layer, x);
+        set_cpu_own_product_enabled(true);
+        const auto got = forward_linear(layer, x);
+        QCOMPARE(got.sizes().vec(), want.sizes().vec());
+        const double diff = ((got - want).abs() / (want.abs() + 1)).max().item<double>();
+        QVERIFY2(diff < 1e-5, qPrintable(QString("max relative difference %1").arg(diff)));
+        // A strided input ([..., in] with other strides) is read through a copy, not misread.
+        const auto strided = torch::randn({in, rows}).t();
+        const double strided_diff =
+            (forward_linear(layer, strided) - layer(strided)).abs().max().item<double>();
+        QVERIFY2(strided_diff < 1e-4, qPrintable(QString("strided: %1").arg(strided_diff)));
+    }
+
+    void fusedFeedForwardMatchesTheLayers_data() {
+        QTest::addColumn<int>("dim");
+        QTest::addColumn<int>("tokens");
+        QTest::newRow("16 channels, 256 tokens (several tiles)") << 16 << 256;
+        QTest::newRow("32 channels, 77 tokens") << 32 << 77;
+        QTest::newRow("24 channels (BLAS for the fused products)") << 24 << 50;
+    }
+
+    void fusedFeedForwardMatchesTheLayers() {
+        QFETCH(int, dim);
+        QFETCH(int, tokens);
+        torch::manual_seed(dim * 7 + tokens);
+        FeedForward ff(dim);
+        torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({dim}));
+        torch::NoGradGuard no_grad;
+        norm->weight.uniform_(0.5, 1.5);
+        norm->bias.uniform_(-0.5, 0.5);
+        const auto h = torch::randn({12, tokens, dim});
+        const auto want = ff(norm(h)) + h;  // LibTorch's layers
+        for (const bool avx512 : {true, false}) {
+            set_cpu_avx512_enabled(avx512);
+            const auto got = fused_feed_forward(norm, ff->proj, ff->out, h);
+            set_cpu_avx512_enabled(true);
+            QVERIFY(got.defined());
+            QCOMPARE(got.sizes().vec(), h.sizes().vec());
+            const double diff = ((got - want).abs() / (want.abs() + 1)).max().item<double>();
+            QVERIFY2(diff < 2e-5, qPrintable(QString("max relative difference %1 (AVX-512 %2)")
+                                                 .arg(diff)
+                                                 .arg(avx512 ? "on" : "off")));
+        }
+        set_cpu_fused_feed_forward_enabled(false);
+        QVERIFY(!fused_feed_forward(norm, ff->proj, ff->out, h).defined());
+        set_cpu_fused_feed_forward_enabled(true);
+    }
+
+    void fusedFeedForwardLeavesAutogradToTheLayers() {
+        FeedForward ff(16);
+        torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({16}));
+        const auto h = torch::randn({2, 300, 16}, torch::requires_grad());
+        QVERIFY(!fused_feed_forward(norm, ff->proj, ff->out, h).defined());
     }
 
     void fusedBiasLinearMatchesTheLayer() {

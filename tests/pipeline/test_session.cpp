@@ -10,6 +10,8 @@
 #include "core/flop_counter.h"
 #include "core/resources.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_dispatch.h"
+#include "model/cpu_feed_forward.h"
 #include "model/cpu_geglu.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
@@ -416,9 +418,9 @@ class SessionTest : public QObject {
             message.c_str());
     }
 
-    // The CPU kernels (model/cpu_attention.h, cpu_linear.h, cpu_layer_norm.h, cpu_geglu.h)
-    // against LibTorch's operators through whole clips of the trained demo model, whose attention
-    // is sharp.
+    // The CPU kernels (model/cpu_attention.h, cpu_linear.h, cpu_layer_norm.h, cpu_geglu.h,
+    // cpu_feed_forward.h, and their AVX-512 copies where the CPU has them) against LibTorch's
+    // operators through whole clips of the trained demo model, whose attention is sharp.
     void cpuKernelsKeepTheDemoModelsFrames() {
         const auto checkpoint = default_checkpoint();
         QVERIFY2(!checkpoint.empty(), "the demo model is part of the source tree");
@@ -432,6 +434,9 @@ class SessionTest : public QObject {
             model::set_parallel_linear_enabled(kernel);
             model::set_cpu_layer_norm_enabled(kernel);
             model::set_cpu_geglu_enabled(kernel);
+            model::set_cpu_fused_feed_forward_enabled(kernel);
+            model::set_cpu_own_product_enabled(kernel);
+            model::set_cpu_avx512_enabled(kernel);
             FlopCounter counter;
             Session session(model, test::test_portrait(size).data(), size, size, fast_settings(4));
             Output out;
@@ -446,20 +451,26 @@ class SessionTest : public QObject {
         const auto with_kernel = run(true, &flops_kernel);
         const int64_t calls = ops.count("loopy::cpu_attention"),
                       linears = ops.count("loopy::linear"), norms = ops.count("loopy::layer_norm"),
-                      geglus = ops.count("loopy::geglu");
+                      geglus = ops.count("loopy::geglu"),
+                      feed_forwards = ops.count("loopy::feed_forward");
         ops.reset();
         const auto without = run(false, &flops_libtorch);
         model::set_cpu_attention_enabled(true);
         model::set_parallel_linear_enabled(true);
         model::set_cpu_layer_norm_enabled(true);
         model::set_cpu_geglu_enabled(true);
+        model::set_cpu_fused_feed_forward_enabled(true);
+        model::set_cpu_own_product_enabled(true);
+        model::set_cpu_avx512_enabled(true);
         QVERIFY2(calls > 0, "the kernel never ran");
         QCOMPARE(ops.count("loopy::cpu_attention"), int64_t{0});
         QVERIFY2(linears > 0, "no linear layer was split over the threads");
         QCOMPARE(ops.count("loopy::linear"), int64_t{0});
-        QVERIFY2(norms > 0 && geglus > 0, "the LayerNorm or GEGLU loop never ran");
+        QVERIFY2(norms > 0 && feed_forwards > 0, "the LayerNorm or feed-forward loop never ran");
+        QCOMPARE(geglus, int64_t{0});  // inside the fused feed-forward
         QCOMPARE(ops.count("loopy::layer_norm"), int64_t{0});
         QCOMPARE(ops.count("loopy::geglu"), int64_t{0});
+        QCOMPARE(ops.count("loopy::feed_forward"), int64_t{0});
         QCOMPARE(with_kernel.frames.size(), size_t(24));
         QCOMPARE(without.frames.size(), with_kernel.frames.size());
         const int worst = max_pixel_difference(with_kernel, without);
