@@ -1,5 +1,7 @@
 #include "core/system.h"
 
+#include "model/cpu_dispatch.h"
+
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <malloc.h>
@@ -169,7 +171,12 @@ std::string describe(const SystemInfo& info) {
        << (info.gpu_name.empty() ? "" : ", the first: " + info.gpu_name) << "\n"
        << "Threads        " << info.threads << " intra-op (" << info.hardware_cores
        << " hardware threads), OpenBLAS pool " << info.blas_threads << "\n"
-       << "CPU kernels    " << (info.cpu_capability.empty() ? "?" : info.cpu_capability) << "\n"
+       << "CPU kernels    " << (info.cpu_capability.empty() ? "?" : info.cpu_capability)
+       << " (LibTorch's); the engine's own loops "
+       << (model::cpu_avx512_active()  ? "AVX-512"
+           : model::cpu_has_avx2_fma() ? "AVX2"
+                                       : "portable")
+       << "\n"
        << "BLAS           " << info.blas << "\n";
     return os.str();
 }
