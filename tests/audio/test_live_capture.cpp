@@ -395,9 +395,16 @@ class LiveCaptureTest : public QObject {
         qInfo(
             "speech found %.3f s after paplay started; envelope corr %.3f, waveform corr %.3f, "
             "RMS %.4f (reference %.4f)",
-            double(a.offset - std::min(a.offset, rec.play_index)) / kRate, a.envelope_corr,
-            a.waveform_corr, speech, ref_rms);
-        QVERIFY2(a.offset >= rec.play_index, "the speech appears before it was played");
+            (double(a.offset) - double(rec.play_index)) / kRate, a.envelope_corr, a.waveform_corr,
+            speech, ref_rms);
+        // Not before paplay started, give or take 50 ms: the reference's first sample was found up
+        // to a few ms early in 1 of ~6 runs (PulseAudio rewinds the sink when a stream starts and
+        // re-renders what its monitor had not yet delivered; the alignment is on a 10 ms grid).
+        // Speech really in the silence before fails the RMS check above.
+        QVERIFY2(a.offset + std::size_t(0.05 * kRate) >= rec.play_index,
+                 qPrintable(QString("the speech appears %1 s before it was played")
+                                .arg(double(rec.play_index - std::min(a.offset, rec.play_index)) /
+                                     kRate)));
         QVERIFY2(speech > 0.02, qPrintable(QString("speech RMS %1").arg(speech)));
         QVERIFY2(speech > 0.5 * ref_rms && speech < 2 * ref_rms, "speech level changed");
         QVERIFY2(a.envelope_corr > 0.9, qPrintable(QString::number(a.envelope_corr)));
