@@ -88,8 +88,8 @@ using namespace simd;
 // Products with few input channels (the tiny model's 16-128) and whole vectors of outputs, for
 // CPUs with AVX-512F: OpenBLAS reached 36-80 GFLOP/s on one core for these shapes (16 -> 16 to
 // 128 -> 32 over 2304-9216 rows), packing its panels for a product this short. Here a block of R
-// rows x V vectors of outputs stays in registers over all of K, the weights (K x N floats, at
-// most 32 KB) in L1.
+// rows x V vectors of outputs stays in registers over all of K, the weights in cache (K x N
+// floats: at most 128 KB, the tiny model's at most 32 KB).
 template <int V, int R>
 LOOPY_AVX512 inline void product_block(const ProductArgs& a, int64_t col, int64_t begin,
                                        int64_t end) {
@@ -179,7 +179,7 @@ torch::Tensor own_product(const torch::Tensor& weight, const torch::Tensor& bias
     const int64_t k = x.size(-1), n = weight.size(0);
     const auto rows = x.reshape({-1, k}).contiguous();
     RECORD_FUNCTION("loopy::linear", std::vector<c10::IValue>({rows, weight}));
-    const auto wt = weight.t().contiguous();  // [K, N]: K x N floats, at most 32 KB
+    const auto wt = weight.t().contiguous();  // [K, N]
     const auto b = bias.defined() ? bias.contiguous() : torch::Tensor();
     auto y = torch::empty({rows.size(0), n}, x.options());
     const ProductArgs args{rows.data_ptr<float>(),
