@@ -315,7 +315,7 @@ LOOPY_AVX512 inline void long_row_x16(const float* qi, const Shape& s, Scratch& 
         Vec16 acc = load16(madd + j);  // -inf for the padding
         for (int c = 0; c < D; ++c)
             acc += qs[c] * load16(kt + c * stride + j);
-        *reinterpret_cast<Vec16*>(__builtin_assume_aligned(p + j, 64)) = acc;
+        store16(p + j, acc);
         max = max > acc ? max : acc;
     }
     const Vec8 max8_lanes = __builtin_shufflevector(max, max, 0, 1, 2, 3, 4, 5, 6, 7);
@@ -404,14 +404,14 @@ LOOPY_INLINE void attend_rows(const MatrixView& m, const Shape& s, Scratch& scra
     if constexpr (D > 0 && D % kLanes == 0) {
         if (scratch.by_query) return short_rows_by_query<D>(m, s, scratch);
     }
+#if LOOPY_HAVE_AVX2_KERNEL
+    if constexpr (D == 8 || D == 16) {
+        if (scratch.transposed && scratch.avx512) return long_rows_avx512<D>(m, s, scratch);
+    }
+#endif
     for (int64_t i = 0; i < s.lq; ++i) {
         const float* qi = m.q + i * m.q_row;
         float* out = m.out + i * m.out_row;
-#if LOOPY_HAVE_AVX2_KERNEL
-        if constexpr (D == 8 || D == 16) {
-            if (scratch.transposed && scratch.avx512) return long_rows_avx512<D>(m, s, scratch);
-        }
-#endif
         if constexpr (D == 8) {
             if (scratch.transposed) {
                 long_row_8(qi, s, scratch, out);

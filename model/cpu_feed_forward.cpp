@@ -69,8 +69,7 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
     const auto h_rows = h.view({rows, c}), y_rows = y.view({rows, c});
     const auto proj_t = proj->weight.t(), out_t = out->weight.t();
     // The engine's own products where they apply (AVX-512), on weights transposed once.
-    const auto gated_shape = torch::empty({1, wide / 2}, h.options()).expand({rows, wide / 2});
-    const bool own = cpu_own_product_applies(proj, h) && cpu_own_product_applies(out, gated_shape);
+    const bool own = cpu_own_product_fits(proj, rows) && cpu_own_product_fits(out, rows);
     const auto proj_tc = own ? proj_t.contiguous() : proj_t,
                out_tc = own ? out_t.contiguous() : out_t;
     const int64_t tile = std::clamp(kTileFloats / wide, kMinTileRows, rows);
@@ -86,12 +85,12 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
             const int64_t first = t * tile, n = std::min(tile, rows - first);
             layer_norm_rows_cpu(*norm, h.data_ptr<float>() + first * c, normed.data_ptr<float>(),
                                 n);
-            auto widened_n = widened.narrow(0, 0, n);
             auto y_n = y_rows.narrow(0, first, n);
             if (own) {
                 product_rows_cpu(normed.data_ptr<float>(), n, proj_tc.data_ptr<float>(),
                                  proj->bias.data_ptr<float>(), widened.data_ptr<float>(), c, wide);
             } else {
+                auto widened_n = widened.narrow(0, 0, n);
                 at::addmm_out(widened_n, proj->bias, normed.narrow(0, 0, n), proj_t);
             }
             geglu_rows_cpu(widened.data_ptr<float>(), gated.data_ptr<float>(), wide / 2, n);

@@ -39,6 +39,11 @@ LOOPY_INLINE Vec8 gelu8(Vec8 x) {
     return x < 0.0f ? x * q * 0.5f : x - x * q * 0.5f;
 }
 
+// value * gelu(gate) for one element: the rows' tails after the last whole vector.
+LOOPY_INLINE float geglu_scalar(float value, float gate) {
+    return value * 0.5f * gate * (1.0f + std::erf(gate * 0.70710678118654752f));
+}
+
 struct Rows {
     const float* x;  // [rows, 2n]
     float* y;        // [rows, n]
@@ -54,7 +59,7 @@ LOOPY_INLINE void geglu_rows(const Rows& a, int64_t begin, int64_t end) {
         for (int64_t c = 0; c < whole; c += kLanes)
             store8(y + c, load8(value + c) * gelu8(load8(gate + c)));
         for (int64_t c = whole; c < a.n; ++c)
-            y[c] = value[c] * 0.5f * gate[c] * (1.0f + std::erf(gate[c] * 0.70710678118654752f));
+            y[c] = geglu_scalar(value[c], gate[c]);
     }
 }
 
@@ -84,7 +89,7 @@ LOOPY_AVX512 __attribute__((noinline)) void geglu_rows_avx512(const Rows& a, int
         for (int64_t c = 0; c < whole; c += 16)
             storeu16(y + c, loadu16(value + c) * gelu16(loadu16(gate + c)));
         for (int64_t c = whole; c < a.n; ++c)
-            y[c] = value[c] * 0.5f * gate[c] * (1.0f + std::erf(gate[c] * 0.70710678118654752f));
+            y[c] = geglu_scalar(value[c], gate[c]);
     }
 }
 #endif

@@ -89,9 +89,6 @@ LOOPY_INLINE void normalise_by_width(const NormArgs& a, int64_t begin, int64_t e
 }
 
 bool applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
-    if (!layer.weight.defined() || !layer.weight.is_contiguous() || !layer.bias.defined() ||
-        !layer.bias.is_contiguous())
-        return false;
     const auto& o = layer.options;
     if (!cpu_layer_norm_enabled() || !o.elementwise_affine() || o.normalized_shape().size() != 1)
         return false;
@@ -100,6 +97,8 @@ bool applies(const torch::nn::LayerNormImpl& layer, const torch::Tensor& x) {
     for (const auto* t : {&x, &layer.weight, &layer.bias})
         if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != torch::kFloat32)
             return false;
+    // The loop reads the weights where they are (they always are contiguous, being 1-D).
+    if (!layer.weight.is_contiguous() || !layer.bias.is_contiguous()) return false;
     return !(torch::GradMode::is_enabled() &&
              (x.requires_grad() || layer.weight.requires_grad() || layer.bias.requires_grad()));
 }
@@ -135,15 +134,12 @@ torch::Tensor forward_layer_norm(torch::nn::LayerNorm& layer, const torch::Tenso
     RECORD_FUNCTION("loopy::layer_norm", std::vector<c10::IValue>({x_in}));
     const auto x = x_in.contiguous();
     auto y = torch::empty_like(x);
-    const NormArgs args{x.data_ptr<float>(),
-                        y.data_ptr<float>(),
-                        layer->weight.data_ptr<float>(),
-                        layer->bias.data_ptr<float>(),
-                        x.size(-1),
-                        static_cast<float>(layer->options.eps())};
-    static const auto normalise = CpuKernel<normalise_by_width>::pick();
-    at::parallel_for(0, x.numel() / args.width, 512,
-                     [&](int64_t begin, int64_t end) { normalise(args, begin, end); });
+    const int64_t width = x.size(-1);
+    const float* xs = x.data_ptr<float>();
+    float* ys = y.data_ptr<float>();
+    at::parallel_for(0, x.numel() / width, 512, [&](int64_t begin, int64_t end) {
+        layer_norm_rows_cpu(*layer, xs + begin * width, ys + begin * width, end - begin);
+    });
     return y;
 }
 

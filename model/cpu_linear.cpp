@@ -150,27 +150,34 @@ LOOPY_AVX512 __attribute__((noinline)) void product_rows_avx512(const ProductArg
 }
 #endif
 
-// The engine's own product applies: AVX-512 active, outputs in whole vectors, few inputs, CPU
-// float32 without autograd.
-bool own_product_applies(const torch::Tensor& weight, const torch::Tensor& bias,
-                         const torch::Tensor& x) {
+// The engine's own product takes these weights over this many rows: AVX-512 active, CPU float32,
+// outputs in whole vectors, few inputs.
+bool own_product_fits(const torch::Tensor& weight, const torch::Tensor& bias, int64_t rows) {
 #if LOOPY_HAVE_AVX2_KERNEL
     if (!cpu_avx512_active() || !own_product_switch().on() || at::in_parallel_region())
         return false;
-    if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || x.dim() < 2 ||
-        weight.scalar_type() != torch::kFloat32 || !weight.device().is_cpu() || weight.dim() != 2 ||
+    if (weight.scalar_type() != torch::kFloat32 || !weight.device().is_cpu() || weight.dim() != 2 ||
         (bias.defined() && bias.scalar_type() != torch::kFloat32))
+        return false;
+    const int64_t n = weight.size(0), k = weight.size(1);
+    return k > 0 && k <= kOwnProductMaxInputs && n % 16 == 0 && n <= kOwnProductMaxOutputs &&
+           rows >= kOwnProductMinRows;
+#else
+    (void)weight, (void)bias, (void)rows;
+    return false;
+#endif
+}
+
+// ... and x [..., K]: a CPU float32 input, no autograd recording.
+bool own_product_applies(const torch::Tensor& weight, const torch::Tensor& bias,
+                         const torch::Tensor& x) {
+    if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || x.dim() < 2 ||
+        weight.dim() != 2 || x.size(-1) != weight.size(1) || x.size(-1) == 0)
         return false;
     if (torch::GradMode::is_enabled() &&
         (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())))
         return false;
-    const int64_t n = weight.size(0), k = weight.size(1);
-    return x.size(-1) == k && k > 0 && k <= kOwnProductMaxInputs && n % 16 == 0 &&
-           n <= kOwnProductMaxOutputs && x.numel() / k >= kOwnProductMinRows;
-#else
-    (void)weight, (void)bias, (void)x;
-    return false;
-#endif
+    return own_product_fits(weight, bias, x.numel() / x.size(-1));
 }
 
 // x [..., K] . weight^T + bias by product_rows_avx512, rows split over the threads.
@@ -219,6 +226,10 @@ void set_cpu_own_product_enabled(bool enabled) {
 
 bool cpu_own_product_applies(const torch::nn::Linear& layer, const torch::Tensor& x) {
     return own_product_applies(layer->weight, layer->bias, x);
+}
+
+bool cpu_own_product_fits(const torch::nn::Linear& layer, int64_t rows) {
+    return own_product_fits(layer->weight, layer->bias, rows);
 }
 
 void set_parallel_linear_enabled(bool enabled) {

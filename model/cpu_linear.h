@@ -20,6 +20,9 @@ torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
 // LOOPY_CPU_OWN_PRODUCT=0 or switched off here (between runs). Applies: whether it would.
 void set_cpu_own_product_enabled(bool enabled);
 bool cpu_own_product_applies(const torch::nn::Linear& layer, const torch::Tensor& x);
+// The same for a contiguous CPU float32 input of `rows` rows that no autograd records (a fused
+// caller's own checks).
+bool cpu_own_product_fits(const torch::nn::Linear& layer, int64_t rows);
 // y [rows, n] = bias + x [rows, k] . wt [k, n] (all contiguous; bias may be null) by that loop,
 // on the calling thread, for fused callers (model/cpu_feed_forward.h) where it applies.
 void product_rows_cpu(const float* x, int64_t rows, const float* wt, const float* bias, float* y,

@@ -25,23 +25,24 @@ LOOPY_AVX512 inline Vec16 splat16(float x) {
 LOOPY_AVX512 inline Vec16 load16(const float* p) {  // p on a 64-byte boundary
     return *reinterpret_cast<const Vec16*>(__builtin_assume_aligned(p, 64));
 }
+LOOPY_AVX512 inline void store16(float* p, Vec16 v) {  // p on a 64-byte boundary
+    *reinterpret_cast<Vec16*>(__builtin_assume_aligned(p, 64)) = v;
+}
 LOOPY_AVX512 inline Vec8 fold16(Vec16 v) {  // lanes i and i + 8 added
     return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
            __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 
 LOOPY_AVX512 inline Vec16 exp_nonpositive16(Vec16 x) {  // exp_nonpositive, 16 lanes
+    using E = ExpConstants;
     const Vec16 cutoff = splat16(kExpCutoff);
     const Vec16 xi = x < cutoff ? cutoff : x;
-    const Vec16 shifted = xi * splat16(1.44269504088896341f) + splat16(12582912.0f);
-    const Vec16 n = shifted - splat16(12582912.0f);
-    const Vec16 r = xi - n * splat16(0.693359375f) - n * splat16(-2.12194440e-4f);
-    Vec16 y = splat16(8.297652006e-3f);
-    y = y * r + splat16(4.191538692e-2f);
-    y = y * r + splat16(1.666757464e-1f);
-    y = y * r + splat16(4.999889433e-1f);
-    y = y * r + splat16(9.999997020e-1f);
-    y = y * r + splat16(1.000000119f);
+    const Vec16 shifted = xi * splat16(E::kLog2e) + splat16(E::kRound);
+    const Vec16 n = shifted - splat16(E::kRound);
+    const Vec16 r = xi - n * splat16(E::kLn2High) - n * splat16(E::kLn2Low);
+    Vec16 y = splat16(E::kPoly[0]);
+    for (int i = 1; i <= E::kDegree; ++i)
+        y = y * r + splat16(E::kPoly[i]);
     Int16 bits;
     std::memcpy(&bits, &shifted, sizeof bits);
     bits = (bits << 23) + (127 << 23);  // 2^n

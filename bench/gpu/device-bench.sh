@@ -40,6 +40,13 @@ run() {  # name, time limit, environment ("-" for none), bench render arguments.
         "$(sort -n "$LOG/gpu-memory.csv" | tail -1) MiB)"
     save
 }
+# One line per run: frames per second and the per-stage medians.
+summary() {
+    for f in "$@"; do
+        printf '%-42s %s | %s\n' "$(basename "$f" .txt)" "$(grep -oE '[0-9.]+ frames/s' "$f")" \
+            "$(grep -E 'motion per|step per|decode per' "$f" | tr -s ' ' | tr '\n' ' ')"
+    done
+}
 demo=resources/models/loopy-tiny-demo.safetensors
 sd15="--config sd15 --resolution 512 --device cuda"
 fast="$sd15 --dtype float16 --steps 4 --decoder preview --seconds 1.92"
@@ -54,10 +61,7 @@ if [ -n "${AB:-}" ]; then  # AB=1: each switch alone, 8 clips a run, then a prof
         CUDA_LAUNCH_BLOCKING=1 $sd15 --dtype float16 --steps 2 \
         --decoder preview --seconds 0.96 --profile 40
     kill $sampler
-    for f in "$LOG"/ab-*.txt; do
-        printf '%-42s %s | %s\n' "$(basename "$f" .txt)" "$(grep -oE '[0-9.]+ frames/s' "$f")" \
-            "$(grep -E 'motion per|step per' "$f" | tr -s ' ' | tr '\n' ' ')"
-    done
+    summary "$LOG"/ab-*.txt
     exit 0
 fi
 run demo-cuda-fp16 60 - -c $demo --device cuda --dtype float16 --steps 4 --decoder preview \
@@ -76,10 +80,7 @@ if [ -n "${CUDNN_AB:-}" ]; then  # CUDNN_AB=1: cuDNN's benchmark mode, then the 
     run host-cpu-t2-no-avx512 60 LOOPY_CPU_AVX512=0 $cpu --threads 2
     run host-cpu-t8 60 - $cpu --threads 8
     run host-cpu-t8-overlap 60 - $cpu --threads 8 --overlap-decode
-    for f in "$LOG"/cudnn-*.txt "$LOG"/host-cpu-*.txt; do
-        printf '%-28s %s | %s\n' "$(basename "$f" .txt)" "$(grep -oE '[0-9.]+ frames/s' "$f")" \
-            "$(grep -E 'motion per|step per|decode per' "$f" | tr -s ' ' | tr '\n' ' ')"
-    done
+    summary "$LOG"/cudnn-*.txt "$LOG"/host-cpu-*.txt
     save
     exit 0
 fi
