@@ -9,6 +9,7 @@
 #include "model/cpu_attention.h"
 #include "model/cpu_feed_forward.h"
 #include "model/cpu_geglu.h"
+#include "model/cpu_group_norm.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 
@@ -241,8 +242,10 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x,
     auto to_image = [&](const torch::Tensor& t) {  // [B, H*W, C] -> [B, C, H, W]
         return t.reshape({b, height, width, t.size(2)}).permute({0, 3, 1, 2}).contiguous();
     };
-    auto h = norm(x);
-    h = proj_in_linear ? forward_linear(proj_in_linear, to_tokens(h)) : to_tokens(proj_in_conv(h));
+    auto h = proj_in_linear
+                 ? forward_linear(proj_in_linear,
+                                  group_norm_tokens(norm, x, 1).view({b, height * width, -1}))
+                 : to_tokens(proj_in_conv(forward_group_norm(norm, x)));
     const auto positions = options.spatial_positions()
                                ? spatial_positions(height, width, h.size(2), h.options())
                                : torch::Tensor();

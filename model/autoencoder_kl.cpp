@@ -9,6 +9,7 @@
 #include "core/torch_compat.h"
 #include "model/config_json.h"
 #include "model/cpu_attention.h"
+#include "model/cpu_group_norm.h"
 #include "model/cpu_linear.h"
 
 namespace loopy::model {
@@ -210,7 +211,7 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& x) {
     for (const auto& block : *down_blocks)
         h = block->as<DownEncoderBlock2D>()->forward(h);
     h = mid_block(h);
-    return conv_out(F::silu(conv_norm_out(h)));
+    return conv_out(forward_group_norm(conv_norm_out, h, {}, true));
 }
 
 DecoderImpl::DecoderImpl(const AutoencoderKLConfig& cfg) {
@@ -236,7 +237,7 @@ torch::Tensor DecoderImpl::forward(const torch::Tensor& z) {
     auto h = mid_block(conv_in(z));
     for (const auto& block : *up_blocks)
         h = block->as<UpDecoderBlock2D>()->forward(h);
-    return conv_out(F::silu(conv_norm_out(h)));
+    return conv_out(forward_group_norm(conv_norm_out, h, {}, true));
 }
 
 // ---- posterior -------------------------------------------------------------------------------

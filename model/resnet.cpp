@@ -3,6 +3,7 @@
 #include <ATen/record_function.h>
 
 #include "core/error.h"
+#include "model/cpu_group_norm.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -32,13 +33,13 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& opts) : options
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
     RECORD_USER_SCOPE("loopy::resnet");
-    auto h = conv1(F::silu(norm1(x)));
+    auto h = conv1(forward_group_norm(norm1, x, {}, true));
+    torch::Tensor time_shift;  // one bias per channel, added to h before norm2
     if (time_emb_proj) {
         if (!temb.defined()) throw Error("ResnetBlock2D: time embedding expected but not given");
-        // One bias per channel, broadcast over H and W.
-        h = h + time_emb_proj(F::silu(temb)).unsqueeze(-1).unsqueeze(-1);
+        time_shift = time_emb_proj(F::silu(temb));
     }
-    h = conv2(F::silu(norm2(h)));
+    h = conv2(forward_group_norm(norm2, h, time_shift, true));
     return (conv_shortcut ? conv_shortcut(x) : x) + h;
 }
 

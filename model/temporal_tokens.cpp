@@ -1,13 +1,12 @@
 #include "model/temporal_tokens.h"
 
+#include "model/cpu_group_norm.h"
+
 namespace loopy::model {
 
 torch::Tensor normalised_tokens(torch::nn::GroupNorm& norm, const torch::Tensor& x,
                                 int64_t num_frames) {
-    const int64_t bf = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3);
-    const int64_t b = bf / num_frames;
-    auto h = norm(x.reshape({b, num_frames, c, height, width}).permute({0, 2, 1, 3, 4}));
-    return h.permute({0, 3, 4, 2, 1}).reshape({b * height * width, num_frames, c});
+    return group_norm_tokens(norm, x, num_frames);
 }
 
 torch::Tensor add_tokens_to_frames(const torch::Tensor& x, const torch::Tensor& tokens,

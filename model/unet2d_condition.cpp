@@ -8,6 +8,7 @@
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "model/cpu_group_norm.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -403,7 +404,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample,
             size = skips[skips.size() - used - 1].sizes().slice(2).vec();
         h = up_blocks[i](h, emb, encoder_hidden_states, skips, size, hook, i);
     }
-    return conv_out(F::silu(conv_norm_out(h)));
+    return conv_out(forward_group_norm(conv_norm_out, h, {}, true));
 }
 
 // --- loading ---

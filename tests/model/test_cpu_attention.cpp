@@ -2,7 +2,8 @@
 // (model/cpu_attention.h) on every path (unrolled head widths, the scalar width, short and long
 // key rows, masks, strided and broadcast inputs, keys in parts) and its refusal of inputs it must
 // leave to LibTorch; the row-split Linear (model/cpu_linear.h); the narrow-row LayerNorm
-// (model/cpu_layer_norm.h); GEGLU's gate (model/cpu_geglu.h); the attention modules' inference
+// (model/cpu_layer_norm.h); GEGLU's gate (model/cpu_geglu.h); GroupNorm with its shift, SiLU and
+// tokens' layout (model/cpu_group_norm.h); the attention modules' inference
 // shortcuts (reference keys projected once, the one-token cross-attention) against their plain
 // computation.
 #include <torch/torch.h>
@@ -17,6 +18,7 @@
 #include "model/cpu_dispatch.h"
 #include "model/cpu_feed_forward.h"
 #include "model/cpu_geglu.h"
+#include "model/cpu_group_norm.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 #include "operator_calls.h"
@@ -393,6 +395,117 @@ class CpuAttentionTest : public QObject {
         auto leaf = x.clone().requires_grad_(true);
         geglu_product(leaf).sum().backward();
         QVERIFY(leaf.grad().defined());
+    }
+
+    void groupNormMatchesLibTorch_data() {
+        QTest::addColumn<int>("channels");
+        QTest::addColumn<int>("groups");
+        QTest::addColumn<int>("height");
+        QTest::addColumn<int>("width");
+        QTest::addColumn<int>("shiftItems");  // 0: no shift
+        QTest::addColumn<bool>("silu");
+        QTest::newRow("a ResNet block's norm2: 16/8 groups, 16x16, time shift, SiLU")
+            << 16 << 8 << 16 << 16 << 36 << true;
+        QTest::newRow("one shift for every item, 5x3: no whole vectors")
+            << 32 << 8 << 5 << 3 << 1 << true;
+        QTest::newRow("norm alone, 5 channels a group, 7x7") << 20 << 4 << 7 << 7 << 0 << false;
+    }
+
+    void groupNormMatchesLibTorch() {
+        QFETCH(int, channels);
+        QFETCH(int, groups);
+        QFETCH(int, height);
+        QFETCH(int, width);
+        QFETCH(int, shiftItems);
+        QFETCH(bool, silu);
+        torch::manual_seed(channels * height);
+        torch::nn::GroupNorm norm(torch::nn::GroupNormOptions(groups, channels).eps(1e-5));
+        {
+            torch::NoGradGuard no_grad;
+            norm->weight.uniform_(0.5, 1.5);
+            norm->bias.uniform_(-0.5, 0.5);
+        }
+        // An offset mean, and values far enough below zero to test SiLU's negative side.
+        const auto x = torch::randn({36, channels, height, width}) * 3 + 2;
+        const auto shift =
+            shiftItems > 0 ? torch::randn({shiftItems, channels}) * 4 : torch::Tensor();
+        auto xd = x.to(torch::kFloat64);
+        if (shift.defined()) xd = xd + shift.to(torch::kFloat64).view({shiftItems, channels, 1, 1});
+        auto want = torch::group_norm(xd, groups, norm->weight.to(torch::kFloat64),
+                                      norm->bias.to(torch::kFloat64), 1e-5);
+        if (silu) want = want * torch::sigmoid(want);
+        for (const bool avx512 : {true, false}) {
+            torch::Tensor got;
+            loopy::test::OperatorCalls ops;
+            {
+                torch::NoGradGuard no_grad;
+                QVERIFY(cpu_group_norm_enabled());
+                set_cpu_avx512_enabled(avx512);
+                got = forward_group_norm(norm, x, shift, silu);
+                set_cpu_avx512_enabled(true);
+            }
+            QCOMPARE(ops.count("loopy::group_norm"), int64_t{1});
+            QCOMPARE(got.sizes(), x.sizes());
+            const double diff = (got.to(torch::kFloat64) - want).abs().max().item<double>();
+            QVERIFY2(diff < 1e-5,
+                     qPrintable(QString("max difference %1 (AVX-512 %2)").arg(diff).arg(avx512)));
+        }
+        QVERIFY(want.min().item<double>() < -0.2);  // SiLU's or the norm's negative side was met
+        // Training: LibTorch's operators, gradients flow.
+        auto leaf = x.clone().requires_grad_(true);
+        forward_group_norm(norm, leaf, shift, silu).sum().backward();
+        QVERIFY(leaf.grad().defined() && norm->weight.grad().defined());
+    }
+
+    void groupNormTokensMatchLibTorch_data() {
+        QTest::addColumn<int>("frames");
+        QTest::newRow("temporal: a group spans 12 frames") << 12;
+        QTest::newRow("spatial: one frame") << 1;
+    }
+
+    void groupNormTokensMatchLibTorch() {
+        QFETCH(int, frames);
+        torch::manual_seed(frames);
+        const int64_t videos = 3, channels = 16, height = 6, width = 5;
+        torch::nn::GroupNorm norm(torch::nn::GroupNormOptions(8, channels).eps(1e-6));
+        {
+            torch::NoGradGuard no_grad;
+            norm->weight.uniform_(0.5, 1.5);
+            norm->bias.uniform_(-0.5, 0.5);
+        }
+        const auto x = torch::randn({videos * frames, channels, height, width}) * 2 - 1;
+        // [B, C, F, h, w] normalised, then one token per (video, y, x) and frame.
+        const auto xd =
+            x.to(torch::kFloat64).view({videos, frames, channels, height, width}).transpose(1, 2);
+        const auto want = torch::group_norm(xd, 8, norm->weight.to(torch::kFloat64),
+                                            norm->bias.to(torch::kFloat64), 1e-6)
+                              .permute({0, 3, 4, 2, 1})
+                              .reshape({videos * height * width, frames, channels});
+        for (const bool kernel : {true, false}) {
+            torch::Tensor got;
+            loopy::test::OperatorCalls ops;
+            {
+                torch::NoGradGuard no_grad;
+                set_cpu_group_norm_enabled(kernel);
+                got = group_norm_tokens(norm, x, frames);
+                set_cpu_group_norm_enabled(true);
+            }
+            QCOMPARE(ops.count("loopy::group_norm"), int64_t{kernel ? 1 : 0});
+            QCOMPARE(got.sizes(), want.sizes());
+            const double diff = (got.to(torch::kFloat64) - want).abs().max().item<double>();
+            QVERIFY2(diff < 1e-5,
+                     qPrintable(QString("max difference %1 (kernel %2)").arg(diff).arg(kernel)));
+        }
+        const auto message = [&] {
+            try {
+                torch::NoGradGuard no_grad;
+                group_norm_tokens(norm, x, 7);
+            } catch (const std::exception& e) {
+                return std::string(e.what());
+            }
+            return std::string();
+        }();
+        QVERIFY2(message.find("not whole videos") != std::string::npos, message.c_str());
     }
 
     void ownProductMatchesBlas_data() {

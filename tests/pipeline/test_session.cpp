@@ -13,6 +13,7 @@
 #include "model/cpu_dispatch.h"
 #include "model/cpu_feed_forward.h"
 #include "model/cpu_geglu.h"
+#include "model/cpu_group_norm.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 #include "model/guidance.h"
@@ -419,8 +420,9 @@ class SessionTest : public QObject {
     }
 
     // The CPU kernels (model/cpu_attention.h, cpu_linear.h, cpu_layer_norm.h, cpu_geglu.h,
-    // cpu_feed_forward.h, and their AVX-512 copies where the CPU has them) against LibTorch's
-    // operators through whole clips of the trained demo model, whose attention is sharp.
+    // cpu_feed_forward.h, cpu_group_norm.h, and their AVX-512 copies where the CPU has them)
+    // against LibTorch's operators through whole clips of the trained demo model, whose attention
+    // is sharp.
     void cpuKernelsKeepTheDemoModelsFrames() {
         const auto checkpoint = default_checkpoint();
         QVERIFY2(!checkpoint.empty(), "the demo model is part of the source tree");
@@ -434,6 +436,7 @@ class SessionTest : public QObject {
             model::set_parallel_linear_enabled(kernel);
             model::set_cpu_layer_norm_enabled(kernel);
             model::set_cpu_geglu_enabled(kernel);
+            model::set_cpu_group_norm_enabled(kernel);
             model::set_cpu_fused_feed_forward_enabled(kernel);
             model::set_cpu_own_product_enabled(kernel);
             model::set_cpu_avx512_enabled(kernel);
@@ -452,13 +455,15 @@ class SessionTest : public QObject {
         const int64_t calls = ops.count("loopy::cpu_attention"),
                       linears = ops.count("loopy::linear"), norms = ops.count("loopy::layer_norm"),
                       geglus = ops.count("loopy::geglu"),
-                      feed_forwards = ops.count("loopy::feed_forward");
+                      feed_forwards = ops.count("loopy::feed_forward"),
+                      group_norms = ops.count("loopy::group_norm");
         ops.reset();
         const auto without = run(false, &flops_libtorch);
         model::set_cpu_attention_enabled(true);
         model::set_parallel_linear_enabled(true);
         model::set_cpu_layer_norm_enabled(true);
         model::set_cpu_geglu_enabled(true);
+        model::set_cpu_group_norm_enabled(true);
         model::set_cpu_fused_feed_forward_enabled(true);
         model::set_cpu_own_product_enabled(true);
         model::set_cpu_avx512_enabled(true);
@@ -468,6 +473,8 @@ class SessionTest : public QObject {
         QCOMPARE(ops.count("loopy::linear"), int64_t{0});
         QVERIFY2(norms > 0 && feed_forwards > 0, "the LayerNorm or feed-forward loop never ran");
         QCOMPARE(geglus, int64_t{0});  // inside the fused feed-forward
+        QVERIFY2(group_norms > 0, "the GroupNorm loop never ran");
+        QCOMPARE(ops.count("loopy::group_norm"), int64_t{0});
         QCOMPARE(ops.count("loopy::layer_norm"), int64_t{0});
         QCOMPARE(ops.count("loopy::geglu"), int64_t{0});
         QCOMPARE(ops.count("loopy::feed_forward"), int64_t{0});
