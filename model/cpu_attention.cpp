@@ -363,9 +363,14 @@ LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scrat
                 qt[c][r] = r < rows ? m.q[(i0 + r) * m.q_row + c] * s.scale : 0.0f;
         Vec8 max = splat8(kMinusInf);
         for (int64_t j = 0; j < keys; ++j) {
-            Vec8 score = {};
+            // Four independent sums: one made each key a chain of D dependent additions
+            // (4 cycles each), which was most of the temporal layers' time.
+            const float* kj = key_rows + j * D;
+            Vec8 part[4] = {};
+#pragma GCC unroll 64
             for (int c = 0; c < D; ++c)
-                score += qt[c] * splat8(key_rows[j * D + c]);
+                part[c % 4] += qt[c] * splat8(kj[c]);
+            const Vec8 score = (part[0] + part[1]) + (part[2] + part[3]);
             store8(e + j * kLanes, score);
             max = max > score ? max : score;
         }
