@@ -109,7 +109,8 @@ struct Scratch {
         : stride((s.lk + kKeyPadding - 1) / kKeyPadding * kKeyPadding + kKeyPadding),
           keys_t(static_cast<size_t>(s.d * stride), 0.0f),
           values(static_cast<size_t>(s.d * stride), 0.0f),
-          scores(static_cast<size_t>(kLanes * stride), 0.0f),  // a row, or [keys, 8 queries]
+          scores(static_cast<size_t>(kKeyPadding * stride),
+                 0.0f),  // a row, or [keys, 8|16 queries]
           mask_add(static_cast<size_t>(stride), kMinusInf) {}
 };
 
@@ -398,6 +399,61 @@ LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scrat
     }
 }
 
+#if LOOPY_HAVE_AVX2_KERNEL
+// short_rows_by_query with sixteen queries in the lanes, for CPUs with AVX-512F: the temporal
+// layers' 12 frames in one pass over the keys instead of a pass of eight and one of four.
+template <int D>
+LOOPY_AVX512 __attribute__((noinline)) void short_rows_by_query_x16(const MatrixView& m,
+                                                                    const Shape& s,
+                                                                    Scratch& scratch) {
+    constexpr int kQueries = 16;
+    const int64_t keys = scratch.keys;
+    const float* __restrict key_rows = scratch.keys_t.data();  // [keys, D] (gather_keys)
+    const float* __restrict values = scratch.values.data();
+    float* __restrict e = scratch.scores.data();  // [keys, 16 queries]
+    for (int64_t i0 = 0; i0 < s.lq; i0 += kQueries) {
+        const int64_t rows = std::min<int64_t>(kQueries, s.lq - i0);
+        Vec16 qt[D];  // channel c of the sixteen queries, scaled (zero for missing rows)
+        for (int c = 0; c < D; ++c)
+            for (int r = 0; r < kQueries; ++r)
+                qt[c][r] = r < rows ? m.q[(i0 + r) * m.q_row + c] * s.scale : 0.0f;
+        Vec16 max = splat16(kMinusInf);
+        for (int64_t j = 0; j < keys; ++j) {
+            const float* kj = key_rows + j * D;
+            Vec16 part[4] = {};  // independent chains, as in short_rows_by_query
+#pragma GCC unroll 64
+            for (int c = 0; c < D; ++c)
+                part[c % 4] += qt[c] * splat16(kj[c]);
+            const Vec16 score = (part[0] + part[1]) + (part[2] + part[3]);
+            store16(e + j * kQueries, score);
+            max = max > score ? max : score;
+        }
+        Vec16 sum[2] = {};
+        for (int64_t j = 0; j < keys; ++j) {
+            const Vec16 ej = exp_nonpositive16(load16(e + j * kQueries) - max);
+            store16(e + j * kQueries, ej);
+            sum[j & 1] += ej;
+        }
+        const Vec16 inv = splat16(1.0f) / (sum[0] + sum[1]);
+        for (int c0 = 0; c0 < D; c0 += kLanes) {
+            Vec16 acc[kLanes] = {};
+            for (int64_t j = 0; j < keys; ++j) {
+                const Vec16 ej = load16(e + j * kQueries);
+                const float* vj = values + j * D + c0;
+#pragma GCC unroll 8
+                for (int c = 0; c < kLanes; ++c)
+                    acc[c] += ej * splat16(vj[c]);
+            }
+            for (int c = 0; c < kLanes; ++c)
+                acc[c] *= inv;
+            for (int64_t r = 0; r < rows; ++r)
+                for (int c = 0; c < kLanes; ++c)
+                    m.out[(i0 + r) * m.out_row + c0 + c] = acc[c][r];
+        }
+    }
+}
+#endif
+
 template <int D>
 LOOPY_INLINE void attend_rows(const MatrixView& m, const Shape& s, Scratch& scratch) {
     gather_keys<D>(m, s, scratch);
@@ -407,6 +463,12 @@ LOOPY_INLINE void attend_rows(const MatrixView& m, const Shape& s, Scratch& scra
         return;
     }
     if constexpr (D > 0 && D % kLanes == 0) {
+#if LOOPY_HAVE_AVX2_KERNEL
+        if constexpr (D == 8 || D == 16) {  // more than eight queries: one pass of sixteen
+            if (scratch.by_query && scratch.avx512 && s.lq > kLanes)
+                return short_rows_by_query_x16<D>(m, s, scratch);
+        }
+#endif
         if (scratch.by_query) return short_rows_by_query<D>(m, s, scratch);
     }
 #if LOOPY_HAVE_AVX2_KERNEL

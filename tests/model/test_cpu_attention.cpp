@@ -69,6 +69,8 @@ class CpuAttentionTest : public QObject {
         QTest::newRow("intra-clip d8") << 48 << 2 << 12 << 12 << 8 << false;
         QTest::newRow("inter-clip d8 masked") << 48 << 2 << 12 << 32 << 8 << true;
         QTest::newRow("inter-clip d16 masked") << 12 << 2 << 12 << 32 << 16 << true;
+        QTest::newRow("short rows, 9 queries d8") << 6 << 2 << 9 << 20 << 8 << false;
+        QTest::newRow("short rows, 20 queries d16 masked") << 6 << 2 << 20 << 24 << 16 << true;
         QTest::newRow("spatial long rows d8") << 3 << 2 << 64 << 128 << 8 << false;
         QTest::newRow("spatial long rows d8 masked") << 3 << 2 << 32 << 300 << 8 << true;
         QTest::newRow("spatial long rows d16 masked") << 3 << 2 << 16 << 96 << 16 << true;
