@@ -92,17 +92,19 @@ class AlignedFloats {
 constexpr int64_t kKeyPadding = 16;
 
 // Scratch of one thread. The matrix's kept keys (masked ones are left out) transposed [D, keys],
-// rows `stride` floats apart, so that products run along contiguous keys (as rows [keys, D] for
-// short rows taken eight queries at a time, which read one key channel at a time); the values
-// the same way for long rows, else as contiguous rows [keys, D]; one row of scores; 0 for kept
-// keys and -inf for the padding up to whole vectors.
+// rows `stride` floats apart, so that products run along contiguous keys; the values the same way
+// for long rows, else as contiguous rows [keys, D]; one row of scores; 0 for kept keys and -inf
+// for the padding up to whole vectors. Short rows taken eight or sixteen queries at a time read
+// one key channel at a time: for them, pointers to the kept rows where they are instead.
 struct Scratch {
     int64_t stride;
     int64_t keys = 0, padded = 0;  // this matrix's kept keys, and rounded up to whole vectors
     bool transposed = false;       // values transposed (long rows of whole vectors of channels)
-    bool by_query = false;         // short rows, eight queries at a time: keys as rows [keys, D]
+    bool by_query = false;         // short rows, queries in the lanes: key_rows, value_rows
     bool avx512 = cpu_avx512_active();  // long rows of 8 or 16 channels by long_rows_avx512
     AlignedFloats keys_t, values, scores, mask_add;
+    // Short rows taken by query read the kept keys' and values' rows where they are.
+    std::vector<const float*> key_rows, value_rows;
     explicit Scratch(const Shape& s)
         // One vector more than the padded length: rows 2 KB apart (512 keys) would all fall
         // into the same L1 sets, and the D streams of q.k and p.v evicted each other.
@@ -111,7 +113,9 @@ struct Scratch {
           values(static_cast<size_t>(s.d * stride), 0.0f),
           scores(static_cast<size_t>(kKeyPadding * stride),
                  0.0f),  // a row, or [keys, 8|16 queries]
-          mask_add(static_cast<size_t>(stride), kMinusInf) {}
+          mask_add(static_cast<size_t>(stride), kMinusInf),
+          key_rows(static_cast<size_t>(s.lk)),
+          value_rows(static_cast<size_t>(s.lk)) {}
 };
 
 // Copies the kept keys (and values) of matrix m into the scratch.
@@ -137,11 +141,9 @@ LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scra
             if (m.key_mask && !m.key_mask[g]) continue;
             const float* kj = part.k + j * part.k_row;
             const float* vj = part.v + j * part.v_row;
-            if (scratch.by_query) {  // rows as they are: whole-vector copies, no scatter
-                for (int64_t c = 0; c < d; ++c) {
-                    kt[n * d + c] = kj[c];
-                    vs[n * d + c] = vj[c];
-                }
+            if (scratch.by_query) {  // rows where they are: no copy
+                scratch.key_rows[static_cast<size_t>(n)] = kj;
+                scratch.value_rows[static_cast<size_t>(n)] = vj;
                 ++n;
                 continue;
             }
@@ -157,6 +159,7 @@ LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scra
             ++n;
         }
     }
+    if (scratch.by_query) return;  // no padding: the keys are whole rows
     for (int64_t j = 0; j < scratch.padded; ++j)
         scratch.mask_add[static_cast<size_t>(j)] = j < kept ? 0.0f : kMinusInf;
 }
@@ -353,8 +356,8 @@ template <int D>
 LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scratch& scratch) {
     static_assert(D > 0 && D % kLanes == 0, "whole vectors of channels");
     const int64_t keys = scratch.keys;
-    const float* __restrict key_rows = scratch.keys_t.data();  // [keys, D] (gather_keys)
-    const float* __restrict values = scratch.values.data();
+    const float* const* key_rows = scratch.key_rows.data();  // the kept keys (gather_keys)
+    const float* const* value_rows = scratch.value_rows.data();
     float* __restrict e = scratch.scores.data();  // [keys, 8 queries]
     for (int64_t i0 = 0; i0 < s.lq; i0 += kLanes) {
         const int64_t rows = std::min<int64_t>(kLanes, s.lq - i0);
@@ -366,7 +369,7 @@ LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scrat
         for (int64_t j = 0; j < keys; ++j) {
             // Four independent sums: one made each key a chain of D dependent additions
             // (4 cycles each), which was most of the temporal layers' time.
-            const float* kj = key_rows + j * D;
+            const float* kj = key_rows[j];
             Vec8 part[4] = {};
 #pragma GCC unroll 64
             for (int c = 0; c < D; ++c)
@@ -386,7 +389,7 @@ LOOPY_INLINE void short_rows_by_query(const MatrixView& m, const Shape& s, Scrat
             Vec8 acc[kLanes] = {};
             for (int64_t j = 0; j < keys; ++j) {
                 const Vec8 ej = load8(e + j * kLanes);
-                const float* vj = values + j * D + c0;
+                const float* vj = value_rows[j] + c0;
                 for (int c = 0; c < kLanes; ++c)
                     acc[c] += ej * splat8(vj[c]);
             }
@@ -408,8 +411,8 @@ LOOPY_AVX512 __attribute__((noinline)) void short_rows_by_query_x16(const Matrix
                                                                     Scratch& scratch) {
     constexpr int kQueries = 16;
     const int64_t keys = scratch.keys;
-    const float* __restrict key_rows = scratch.keys_t.data();  // [keys, D] (gather_keys)
-    const float* __restrict values = scratch.values.data();
+    const float* const* key_rows = scratch.key_rows.data();  // the kept keys (gather_keys)
+    const float* const* value_rows = scratch.value_rows.data();
     float* __restrict e = scratch.scores.data();  // [keys, 16 queries]
     for (int64_t i0 = 0; i0 < s.lq; i0 += kQueries) {
         const int64_t rows = std::min<int64_t>(kQueries, s.lq - i0);
@@ -419,7 +422,7 @@ LOOPY_AVX512 __attribute__((noinline)) void short_rows_by_query_x16(const Matrix
                 qt[c][r] = r < rows ? m.q[(i0 + r) * m.q_row + c] * s.scale : 0.0f;
         Vec16 max = splat16(kMinusInf);
         for (int64_t j = 0; j < keys; ++j) {
-            const float* kj = key_rows + j * D;
+            const float* kj = key_rows[j];
             Vec16 part[4] = {};  // independent chains, as in short_rows_by_query
 #pragma GCC unroll 64
             for (int c = 0; c < D; ++c)
@@ -439,7 +442,7 @@ LOOPY_AVX512 __attribute__((noinline)) void short_rows_by_query_x16(const Matrix
             Vec16 acc[kLanes] = {};
             for (int64_t j = 0; j < keys; ++j) {
                 const Vec16 ej = load16(e + j * kQueries);
-                const float* vj = values + j * D + c0;
+                const float* vj = value_rows[j] + c0;
 #pragma GCC unroll 8
                 for (int c = 0; c < kLanes; ++c)
                     acc[c] += ej * splat16(vj[c]);
