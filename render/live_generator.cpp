@@ -276,6 +276,7 @@ void LiveGenerator::generate_clip() {
         frames_ += session_->generate_clip(
             [&](const Frame& frame) {
                 if (callbacks_->on_frame) callbacks_->on_frame({frame, audio_captured, draining_});
+                delivered_.fetch_add(1);
                 read_source();
             },
             on_progress);
@@ -297,6 +298,7 @@ void LiveGenerator::emit(const Frame& frame) {
         stamp = stamps_.front();
     }
     if (callbacks_->on_frame) callbacks_->on_frame({frame, stamp.audio_captured, stamp.after_stop});
+    delivered_.fetch_add(1);
 }
 
 LiveCounters LiveGenerator::counters() const {
@@ -307,10 +309,10 @@ LiveCounters LiveGenerator::counters() const {
     c.discarded_seconds = double(s.discarded_frames) / rate + double(discarded_) / kSampleRate;
     c.overflow_seconds = double(s.dropped_frames) / rate;
     c.pushed_seconds = double(pushed_) / kSampleRate;
-    c.frames = frames_;
+    c.frames = delivered_.load();
     c.generating_seconds = generating_seconds_;
     c.wall_seconds = frames_ > 0 ? seconds_between(first_clip_, last_clip_) : 0;
-    c.generated_fps = generating_seconds_ > 0 ? double(frames_) / generating_seconds_ : 0;
+    c.generated_fps = generating_seconds_ > 0 ? double(c.frames) / generating_seconds_ : 0;
     c.peak = peak_;
     c.clip_steps = clip_steps_;
     return c;

@@ -3,6 +3,7 @@
 // real-time pace for `loopy bench live`) -> bounded pending audio with an explicit drop policy ->
 // the Session, clip by clip, on the calling (inference) thread. The GUI's live mode and the
 // benchmark run this same loop; see docs/live-audio.md.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -76,7 +77,7 @@ struct LiveCounters {
     double pushed_seconds = 0;      // 16 kHz audio given to the Session
     double discarded_seconds = 0;   // dropped by the pending-audio bound (the oldest audio)
     double overflow_seconds = 0;    // lost because the capture ring was full (the newest audio)
-    std::int64_t frames = 0;        // generated
+    std::int64_t frames = 0;        // handed to on_frame (with overlap_decode: decoded too)
     double generating_seconds = 0;  // time spent inside Session::generate_clip
     double wall_seconds = 0;        // from the first clip's start to the last clip's end
     double generated_fps = 0;       // frames / generating_seconds
@@ -149,7 +150,8 @@ class LiveGenerator {
     bool draining_ = false;
     float peak_ = 0;
     int clip_steps_ = 0;
-    std::int64_t frames_ = 0;
+    std::int64_t frames_ = 0;  // denoised: with overlap_decode some may still be decoding
+    std::atomic<std::int64_t> delivered_{0};  // handed to on_frame (the decode worker's thread)
     double generating_seconds_ = 0;
     LiveClock::time_point first_clip_{}, last_clip_{};
 

@@ -4,6 +4,8 @@
 // audio is are the same on every machine. Nothing is measured on the wall clock.
 #include <QtTest>
 
+#include <atomic>
+
 #include <set>
 #include <thread>
 
@@ -35,13 +37,15 @@ struct Run {
     std::vector<render::LiveClock::time_point> emitted;
     std::vector<std::vector<uint8_t>> rgb;
     std::set<std::thread::id> frame_threads;
-    double stop_seconds = -1;  // test clock when the stop was first requested
+    double stop_seconds = -1;        // test clock when the stop was first requested
+    int64_t most_counted_ahead = 0;  // counters().frames minus the frames on_frame had returned
 };
 
 struct Pace {
     double frame_seconds = 0;  // clock step per generated frame: the simulated inference time
     std::function<bool(const Run&)> stop;
     render::LiveOptions options;
+    int frame_delay_ms = 0;  // on_frame takes this long (a slow display)
 };
 
 std::shared_ptr<Session> micro_session() {
@@ -59,6 +63,7 @@ Run replay(double seconds, const Pace& pace = {}) {
         render::replay_source(test::test_audio(seconds), 1, [clock] { return clock->now; }),
         micro_session(), pace.options);
     render::LiveCallbacks callbacks;
+    std::atomic<int64_t> returned{0};  // on_frame calls finished (the decode worker's, maybe)
     callbacks.on_frame = [&](const render::LiveFrameEvent& e) {
         run.events.push_back(e);
         run.indices.push_back(e.frame.index);
@@ -66,8 +71,14 @@ Run replay(double seconds, const Pace& pace = {}) {
         run.rgb.push_back(e.frame.rgb);
         run.frame_threads.insert(std::this_thread::get_id());
         clock->advance(pace.frame_seconds);
+        std::this_thread::sleep_for(std::chrono::milliseconds(pace.frame_delay_ms));
+        returned.fetch_add(1);
     };
-    callbacks.on_tick = [&] { clock->advance(kTickSeconds); };
+    callbacks.on_tick = [&] {
+        clock->advance(kTickSeconds);
+        run.most_counted_ahead =
+            std::max(run.most_counted_ahead, live.counters().frames - returned.load());
+    };
     callbacks.stop_requested = [&] {
         if (run.stop_seconds < 0 && pace.stop && pace.stop(run))
             run.stop_seconds = clock->seconds();
@@ -177,6 +188,7 @@ class LiveGeneratorTest : public QObject {
         // The frames do not move the clock here, so both runs push the same audio when.
         Pace overlapped;
         overlapped.options.overlap_decode = true;
+        overlapped.frame_delay_ms = 10;  // the loop ticks on while the worker delivers
         const auto a = replay(1.5, overlapped);
         const auto b = replay(1.5);
         QCOMPARE(a.indices, b.indices);
@@ -192,6 +204,8 @@ class LiveGeneratorTest : public QObject {
             QCOMPARE(a.events[i].audio_captured, b.events[i].audio_captured);
             QCOMPARE(a.events[i].after_stop, b.events[i].after_stop);
         }
+        // The counters count frames once on_frame has had them, not when they go to the worker.
+        QCOMPARE(a.most_counted_ahead, int64_t{0});
         // Frames came from one thread, not the loop's; in turn, from the loop's.
         QCOMPARE(int(a.frame_threads.size()), 1);
         QVERIFY(a.frame_threads.count(std::this_thread::get_id()) == 0);
