@@ -12,6 +12,7 @@
 #include "model/cpu_group_norm.h"
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
+#include "model/temporal_tokens.h"
 
 namespace loopy::model {
 namespace nn = torch::nn;
@@ -236,23 +237,31 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x,
                                               const torch::Tensor& encoder_hidden_states) {
     RECORD_USER_SCOPE("loopy::spatial_transformer");
     const int64_t b = x.size(0), height = x.size(2), width = x.size(3);
-    auto to_tokens = [&](const torch::Tensor& t) {  // [B, C, H, W] -> [B, H*W, C]
-        return t.permute({0, 2, 3, 1}).reshape({b, height * width, t.size(1)});
+    // A 1x1 convolution is a linear layer over the tokens. Where the engine's GroupNorm runs (the
+    // CPU, inference) the projections run as linear layers: the norm writes the tokens and the
+    // residual add reads them in place, with no transposing copies and no oneDNN reorders.
+    // Elsewhere (CUDA, training) the convolutions as they are.
+    const bool as_tokens = proj_in_linear || cpu_group_norm_applies(*norm, x);
+    auto project = [&](nn::Linear& linear, nn::Conv2d& conv, const torch::Tensor& tokens) {
+        if (linear) return forward_linear(linear, tokens);
+        return forward_linear(conv->weight.view({conv->weight.size(0), -1}), conv->bias, tokens);
     };
-    auto to_image = [&](const torch::Tensor& t) {  // [B, H*W, C] -> [B, C, H, W]
-        return t.reshape({b, height, width, t.size(2)}).permute({0, 3, 1, 2}).contiguous();
-    };
-    auto h = proj_in_linear
-                 ? forward_linear(proj_in_linear,
-                                  group_norm_tokens(norm, x, 1).view({b, height * width, -1}))
-                 : to_tokens(proj_in_conv(forward_group_norm(norm, x)));
+    torch::Tensor h;
+    if (as_tokens) {
+        h = project(proj_in_linear, proj_in_conv,
+                    group_norm_tokens(norm, x, 1).view({b, height * width, -1}));
+    } else {  // [B, C, H, W] -> [B, H*W, C]
+        h = proj_in_conv(forward_group_norm(norm, x)).permute({0, 2, 3, 1});
+        h = h.reshape({b, height * width, h.size(3)});
+    }
     const auto positions = options.spatial_positions()
                                ? spatial_positions(height, width, h.size(2), h.options())
                                : torch::Tensor();
     for (auto& block : blocks)
         h = block(h, encoder_hidden_states, positions);
-    h = proj_out_linear ? to_image(forward_linear(proj_out_linear, h)) : proj_out_conv(to_image(h));
-    return h + x;
+    if (as_tokens) return add_tokens_to_frames(x, project(proj_out_linear, proj_out_conv, h), 1);
+    h = h.reshape({b, height, width, h.size(2)}).permute({0, 3, 1, 2}).contiguous();
+    return proj_out_conv(h) + x;
 }
 
 }  // namespace loopy::model

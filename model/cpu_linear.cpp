@@ -43,10 +43,12 @@ torch::Tensor in_leading_dims(const torch::Tensor& y, const torch::Tensor& x) {
     return y.view(shape);
 }
 
-torch::Tensor fused_bias_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
-    if (x.dim() <= 2 || !layer->bias.defined() || !fused_bias_enabled()) return layer(x);
+torch::Tensor fused_bias_linear(const torch::Tensor& weight, const torch::Tensor& bias,
+                                const torch::Tensor& x) {
+    if (x.dim() <= 2 || !bias.defined() || !fused_bias_enabled())
+        return torch::nn::functional::linear(x, weight, bias);
     const int64_t in = x.size(-1);
-    return in_leading_dims(torch::addmm(layer->bias, x.reshape({-1, in}), layer->weight.t()), x);
+    return in_leading_dims(torch::addmm(bias, x.reshape({-1, in}), weight.t()), x);
 }
 
 // LOOPY_CPU_OWN_PRODUCT=0 leaves every product to BLAS.
@@ -241,11 +243,15 @@ bool parallel_linear_enabled() {
 }
 
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x) {
-    if (own_product_applies(layer->weight, layer->bias, x))
-        return own_product(layer->weight, layer->bias, x);
-    if (!splits(layer->weight, x)) return fused_bias_linear(layer, x);
-    const auto weight = layer->weight.detach();  // no autograd is recording (splits())
-    const auto bias = layer->bias.defined() ? layer->bias.detach() : torch::Tensor();
+    return forward_linear(layer->weight, layer->bias, x);
+}
+
+torch::Tensor forward_linear(const torch::Tensor& weight_in, const torch::Tensor& bias_in,
+                             const torch::Tensor& x) {
+    if (own_product_applies(weight_in, bias_in, x)) return own_product(weight_in, bias_in, x);
+    if (!splits(weight_in, x)) return fused_bias_linear(weight_in, bias_in, x);
+    const auto weight = weight_in.detach();  // no autograd is recording (splits())
+    const auto bias = bias_in.defined() ? bias_in.detach() : torch::Tensor();
     const int64_t in = x.size(-1), out_features = weight.size(0);
     const auto rows = x.reshape({-1, in});
     // One record in the calling thread for `--profile` and the FLOP counter, whose callbacks are

@@ -14,6 +14,10 @@ namespace loopy::model {
 // way the bias is added inside the product (addmm), never in a second pass over the output
 // (LOOPY_FUSED_LINEAR_BIAS=0: LibTorch's frontend, which does that for inputs of 3+ dims).
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
+// The same for weight [out, in] and bias [out] (or undefined) given apart: a 1x1 convolution's
+// weights viewed as a linear layer's, for example.
+torch::Tensor forward_linear(const torch::Tensor& weight, const torch::Tensor& bias,
+                             const torch::Tensor& x);
 
 // On CPUs with AVX-512F (model/cpu_dispatch.h) forward_linear computes products of at most 128
 // inputs and 256 outputs (a multiple of 16) with the engine's own loop instead of BLAS, unless
