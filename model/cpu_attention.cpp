@@ -111,14 +111,15 @@ struct Scratch {
         : stride((s.lk + kKeyPadding - 1) / kKeyPadding * kKeyPadding + kKeyPadding),
           keys_t(static_cast<size_t>(s.d * stride), 0.0f),
           values(static_cast<size_t>(s.d * stride), 0.0f),
-          scores(static_cast<size_t>(kKeyPadding * stride),
-                 0.0f),  // a row, or [keys, 8|16 queries]
+          // One row of scores, or [keys, 8 or 16 queries].
+          scores(static_cast<size_t>(kKeyPadding * stride), 0.0f),
           mask_add(static_cast<size_t>(stride), kMinusInf),
           key_rows(static_cast<size_t>(s.lk)),
           value_rows(static_cast<size_t>(s.lk)) {}
 };
 
-// Copies the kept keys (and values) of matrix m into the scratch.
+// Copies the kept keys (and values) of matrix m into the scratch, or notes where their rows are
+// (short rows taken by query).
 template <int D>
 LOOPY_INLINE void gather_keys(const MatrixView& m, const Shape& s, Scratch& scratch) {
     const int64_t d = D > 0 ? D : s.d, stride = scratch.stride;
