@@ -71,8 +71,9 @@ LOOPY_INLINE float row_squares(const float* __restrict x, int64_t n, float centr
 }
 
 // Groups [begin, end) of items x groups: the mean, then the variance around it (two passes, as
-// LibTorch; a group is at most a few hundred KB, so the second pass reads from cache), turned
-// into each channel's scale and offset. Rows sum in float vectors, the group in double.
+// LibTorch; the tiny model's groups are at most a few hundred KB, so the second pass reads from
+// cache), turned into each channel's scale and offset. Rows sum in float vectors, the group in
+// double.
 LOOPY_INLINE void group_statistics(const StatisticsArgs& a, int64_t begin, int64_t end) {
     const Layout& l = a.l;
     const int64_t per_group = l.channels / l.groups, s = l.positions;
