@@ -258,7 +258,11 @@ bool cpu_group_norm_applies(const torch::nn::GroupNormImpl& norm, const torch::T
     for (const auto* t : {&x, &norm.weight, &norm.bias})
         if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != torch::kFloat32)
             return false;
-    if (x.size(1) != norm.options.num_channels()) return false;
+    // Channels that do not divide into the groups: LibTorch's operator says so.
+    const int64_t groups = norm.options.num_groups();
+    if (x.size(1) != norm.options.num_channels() || groups <= 0 || x.size(1) % groups != 0)
+        return false;
+    if (!norm.weight.is_contiguous() || !norm.bias.is_contiguous()) return false;
     return !(torch::GradMode::is_enabled() &&
              (x.requires_grad() || norm.weight.requires_grad() || norm.bias.requires_grad()));
 }

@@ -459,6 +459,22 @@ class CpuAttentionTest : public QObject {
         QVERIFY(leaf.grad().defined() && norm->weight.grad().defined());
     }
 
+    void groupNormRefusesChannelsThatDoNotDivideIntoGroups() {
+        torch::nn::GroupNorm norm(torch::nn::GroupNormOptions(3, 16));
+        torch::NoGradGuard no_grad;
+        const auto x = torch::randn({2, 16, 4, 4});
+        QVERIFY(!cpu_group_norm_applies(*norm, x));
+        const auto message = [&] {
+            try {
+                forward_group_norm(norm, x, {}, true);
+            } catch (const std::exception& e) {
+                return std::string(e.what());
+            }
+            return std::string();
+        }();
+        QVERIFY2(message.find("divisible") != std::string::npos, message.c_str());
+    }
+
     void groupNormTokensMatchLibTorch_data() {
         QTest::addColumn<int>("frames");
         QTest::newRow("temporal: a group spans 12 frames") << 12;
