@@ -22,6 +22,7 @@
 #include "model/cpu_layer_norm.h"
 #include "model/cpu_linear.h"
 #include "operator_calls.h"
+#include "test_util.h"
 
 using namespace loopy::model;
 
@@ -514,16 +515,11 @@ class CpuAttentionTest : public QObject {
             QVERIFY2(diff < 1e-5,
                      qPrintable(QString("max difference %1 (kernel %2)").arg(diff).arg(kernel)));
         }
-        const auto message = [&] {
-            try {
-                torch::NoGradGuard no_grad;
-                group_norm_tokens(norm, x, 7);
-            } catch (const std::exception& e) {
-                return std::string(e.what());
-            }
-            return std::string();
-        }();
-        QVERIFY2(message.find("not whole videos") != std::string::npos, message.c_str());
+        const auto message = loopy::test::error_of([&] {
+            torch::NoGradGuard no_grad;
+            group_norm_tokens(norm, x, 7);
+        });
+        QVERIFY2(loopy::test::contains(message, "not whole videos"), message.c_str());
     }
 
     void ownProductMatchesBlas_data() {
