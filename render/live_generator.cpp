@@ -275,8 +275,7 @@ void LiveGenerator::generate_clip() {
     } else {
         frames_ += session_->generate_clip(
             [&](const Frame& frame) {
-                if (callbacks_->on_frame) callbacks_->on_frame({frame, audio_captured, draining_});
-                delivered_.fetch_add(1);
+                deliver({frame, audio_captured, draining_});
                 read_source();
             },
             on_progress);
@@ -297,7 +296,12 @@ void LiveGenerator::emit(const Frame& frame) {
             stamps_.pop_front();
         stamp = stamps_.front();
     }
-    if (callbacks_->on_frame) callbacks_->on_frame({frame, stamp.audio_captured, stamp.after_stop});
+    deliver({frame, stamp.audio_captured, stamp.after_stop});
+}
+
+// Both paths hand frames over here, so that the count is of frames on_frame has had.
+void LiveGenerator::deliver(const LiveFrameEvent& event) {
+    if (callbacks_->on_frame) callbacks_->on_frame(event);
     delivered_.fetch_add(1);
 }
 

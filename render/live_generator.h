@@ -119,7 +119,8 @@ class LiveGenerator {
     void generate_clip();
     void loop();
     void drain();
-    void emit(const Frame& frame);  // from the decode worker
+    void emit(const Frame& frame);              // from the decode worker
+    void deliver(const LiveFrameEvent& event);  // on_frame, then counted in delivered_
     bool stop_requested() const;
     bool cancelled() const;
 
