@@ -5,6 +5,8 @@
 #include <QtTest>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 
 #include <set>
 #include <thread>
@@ -45,7 +47,9 @@ struct Pace {
     double frame_seconds = 0;  // clock step per generated frame: the simulated inference time
     std::function<bool(const Run&)> stop;
     render::LiveOptions options;
-    int frame_delay_ms = 0;  // on_frame takes this long (a slow display)
+    // The first frame's on_frame returns only after the loop has ticked (5 s at most): the
+    // counters are read while a frame is still being handed over.
+    bool hold_first_frame_for_a_tick = false;
 };
 
 std::shared_ptr<Session> micro_session() {
@@ -64,6 +68,9 @@ Run replay(double seconds, const Pace& pace = {}) {
         micro_session(), pace.options);
     render::LiveCallbacks callbacks;
     std::atomic<int64_t> returned{0};  // on_frame calls finished (the decode worker's, maybe)
+    std::mutex tick_mutex;
+    std::condition_variable tick_seen;
+    int64_t ticks = 0;
     callbacks.on_frame = [&](const render::LiveFrameEvent& e) {
         run.events.push_back(e);
         run.indices.push_back(e.frame.index);
@@ -71,13 +78,22 @@ Run replay(double seconds, const Pace& pace = {}) {
         run.rgb.push_back(e.frame.rgb);
         run.frame_threads.insert(std::this_thread::get_id());
         clock->advance(pace.frame_seconds);
-        std::this_thread::sleep_for(std::chrono::milliseconds(pace.frame_delay_ms));
+        if (pace.hold_first_frame_for_a_tick && run.events.size() == 1) {
+            std::unique_lock<std::mutex> lock(tick_mutex);
+            const int64_t seen = ticks;
+            tick_seen.wait_for(lock, std::chrono::seconds(5), [&] { return ticks > seen; });
+        }
         returned.fetch_add(1);
     };
     callbacks.on_tick = [&] {
         clock->advance(kTickSeconds);
-        run.most_counted_ahead =
-            std::max(run.most_counted_ahead, live.counters().frames - returned.load());
+        {
+            std::lock_guard<std::mutex> lock(tick_mutex);
+            ++ticks;
+            run.most_counted_ahead =
+                std::max(run.most_counted_ahead, live.counters().frames - returned.load());
+        }
+        tick_seen.notify_all();
     };
     callbacks.stop_requested = [&] {
         if (run.stop_seconds < 0 && pace.stop && pace.stop(run))
@@ -188,7 +204,7 @@ class LiveGeneratorTest : public QObject {
         // The frames do not move the clock here, so both runs push the same audio when.
         Pace overlapped;
         overlapped.options.overlap_decode = true;
-        overlapped.frame_delay_ms = 10;  // the loop ticks on while the worker delivers
+        overlapped.hold_first_frame_for_a_tick = true;
         const auto a = replay(1.5, overlapped);
         const auto b = replay(1.5);
         QCOMPARE(a.indices, b.indices);
