@@ -12,6 +12,8 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -79,6 +81,33 @@ int set_blas_threads(int n) {
 
 namespace {
 
+// OpenBLAS picks its kernels by CPU model at load time and falls back to an older family's for
+// CPUs newer than its release: Debian's 0.3.21 ran its AVX2 ("Haswell") kernel on a 2-core AMD
+// EPYC (Zen 5) VM, where OPENBLAS_CORETYPE=SkylakeX doubled the matmul figure (209 -> 392
+// GFLOP/s; bench/results/README.md, session 20). Says which kernel runs, and so what "% of
+// matmul" is measured against.
+std::string openblas_kernel_note() {
+    using CoreName = char* (*)();
+    const auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+    if (!core_name || !core_name()) return {};
+    const std::string core = core_name();
+    std::string note = " (OpenBLAS kernel " + core + ")";
+    std::string lower = core;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const bool avx512_kernel = lower.find("skylakex") != std::string::npos ||
+                               lower.find("cooperlake") != std::string::npos ||
+                               lower.find("sapphire") != std::string::npos;
+#if defined(__x86_64__) || defined(__i386__)
+    if (!avx512_kernel && __builtin_cpu_supports("avx512f"))
+        note +=
+            "  [the CPU has AVX-512: OPENBLAS_CORETYPE=SkylakeX selects OpenBLAS's AVX-512 kernel]";
+#else
+    (void)avx512_kernel;
+#endif
+    return note;
+}
+
 // Debian's LibTorch links the generic libblas.so.3, which the alternatives system points to
 // OpenBLAS (fast) or the reference BLAS (~45x slower). Report the real file.
 std::string loaded_blas() {
@@ -106,7 +135,7 @@ std::string loaded_blas() {
     if (out.empty()) return "none found (statically linked or MKL)";
     if (out.find("openblas") == std::string::npos && out.find("mkl") == std::string::npos)
         out += "  [reference BLAS: install libopenblas0-pthread for ~45x faster matmul]";
-    return out;
+    return out + openblas_kernel_note();
 }
 
 }  // namespace

@@ -71,6 +71,18 @@ class FlopCounterTest : public QObject {
         QCOMPARE(loopy::blas_threads(), 1);
     }
 
+    // OpenBLAS runs an older family's kernel on CPUs newer than its release (AVX2 on a Zen 5):
+    // the description says which one, since "% of matmul" is measured against it.
+    void blasDescriptionNamesOpenBlasKernel() {
+        if (loopy::blas_threads() == 0) QSKIP("the loaded BLAS is not OpenBLAS");
+        const std::string blas = loopy::system_info().blas;
+        const auto at = blas.find("(OpenBLAS kernel ");
+        QVERIFY2(at != std::string::npos, blas.c_str());
+        const auto end = blas.find(')', at);
+        QVERIFY2(end != std::string::npos && end > at + 17, blas.c_str());  // a name, not empty
+        qInfo("%s", blas.c_str());
+    }
+
     // The policy changes speed, not results: one product with 1 and with 2 OpenBLAS threads.
     void blasThreadCountKeepsProducts() {
         if (loopy::blas_threads() == 0) QSKIP("the loaded BLAS is not OpenBLAS");
