@@ -12,8 +12,6 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
-#include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -89,22 +87,16 @@ namespace {
 std::string openblas_kernel_note() {
     using CoreName = char* (*)();
     const auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-    if (!core_name || !core_name()) return {};
-    const std::string core = core_name();
+    const char* name = core_name ? core_name() : nullptr;
+    if (!name) return {};
+    const std::string core = name;
     std::string note = " (OpenBLAS kernel " + core + ")";
-    std::string lower = core;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    const bool avx512_kernel = lower.find("skylakex") != std::string::npos ||
-                               lower.find("cooperlake") != std::string::npos ||
-                               lower.find("sapphire") != std::string::npos;
-#if defined(__x86_64__) || defined(__i386__)
-    if (!avx512_kernel && __builtin_cpu_supports("avx512f"))
+    // OpenBLAS's names for its AVX-512 kernels (openblas_get_corename; 0.3.21 has the first two).
+    const bool avx512_kernel =
+        core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+    if (!avx512_kernel && model::cpu_has_avx512f())
         note +=
             "  [the CPU has AVX-512: OPENBLAS_CORETYPE=SkylakeX selects OpenBLAS's AVX-512 kernel]";
-#else
-    (void)avx512_kernel;
-#endif
     return note;
 }
 
