@@ -14,6 +14,7 @@
 
 #include "app/commands.h"
 #include "core/error.h"
+#include "core/flop_counter.h"
 #include "core/system.h"
 
 namespace loopy::cli {
@@ -134,6 +135,7 @@ using ProfileClock = std::chrono::steady_clock;
 struct OpFrame : at::ObserverContext {
     ProfileClock::time_point start;
     double children_ms = 0;
+    double flops = 0;
     bool counted = false;
     bool opens_scope = false;
 };
@@ -159,7 +161,10 @@ std::unique_ptr<at::ObserverContext> on_op_start(const at::RecordFunction& fn) {
     frame->opens_scope = !s.scope.empty() && s.scope == fn.name();
     if (frame->opens_scope) ++s.scope_depth;
     frame->counted = s.scope.empty() || s.scope_depth > 0;
-    if (frame->counted) s.stack.push_back(frame.get());
+    if (frame->counted) {
+        s.stack.push_back(frame.get());
+        frame->flops = operator_flops(fn);
+    }
     frame->start = ProfileClock::now();
     return frame;
 }
@@ -179,6 +184,7 @@ void on_op_end(const at::RecordFunction& fn, at::ObserverContext* context) {
     row.calls += 1;
     row.total_ms += ms;
     row.self_ms += ms - frame->children_ms;
+    row.flops += frame->flops;
 }
 
 }  // namespace
@@ -191,6 +197,7 @@ OpProfile::OpProfile(std::string scope) {
     s.scope = std::move(scope);
     handle_ = at::addThreadLocalCallback(
         at::RecordFunctionCallback(on_op_start, on_op_end)
+            .needsInputs(true)
             .scopes({at::RecordScope::FUNCTION, at::RecordScope::USER_SCOPE}));
 }
 

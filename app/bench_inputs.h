@@ -61,6 +61,7 @@ class OpProfile {
         std::int64_t calls = 0;
         double total_ms = 0;  // including the ops it called
         double self_ms = 0;   // excluding them
+        double flops = 0;     // its products' work (core/flop_counter.h), 0 for other ops
     };
     std::vector<Row> rows() const;  // by self time, largest first
 

@@ -103,17 +103,22 @@ nlohmann::json profile_denoiser(const std::shared_ptr<Model>& m, const Generatio
     OpProfile profile("loopy::denoising_unet");
     session->generate_clip({});
     const double steps = s.steps;
-    std::cout << "denoiser profile per step (self ms, total ms, calls):\n";
+    std::cout << "denoiser profile per step (self ms, total ms, calls, GFLOP/s of its products):\n";
     nlohmann::json out = nlohmann::json::array();
     for (const auto& row : profile.rows()) {
         if (static_cast<int>(out.size()) == rows) break;
-        std::cout << "  " << std::left << std::setw(40) << row.name << std::right
+        // Over total time: aten::convolution's work is done by the backend op it calls.
+        const double gflops = row.total_ms > 0 ? row.flops / (row.total_ms * 1e6) : 0.0;
+        std::cout << "  " << std::left << std::setw(40) << row.name << std::right << std::fixed
                   << std::setprecision(2) << std::setw(9) << row.self_ms / steps << std::setw(9)
-                  << row.total_ms / steps << std::setw(7) << row.calls / steps << "\n";
+                  << row.total_ms / steps << std::setw(7) << row.calls / steps;
+        if (row.flops > 0) std::cout << std::setprecision(1) << std::setw(8) << gflops;
+        std::cout << std::defaultfloat << "\n";
         out.push_back({{"op", row.name},
                        {"self_ms", row.self_ms / steps},
                        {"total_ms", row.total_ms / steps},
-                       {"calls", row.calls / steps}});
+                       {"calls", row.calls / steps},
+                       {"gflop", row.flops / steps / 1e9}});
     }
     return out;
 }

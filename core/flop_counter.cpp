@@ -108,10 +108,14 @@ thread_local FlopCounter::State* t_active_counter = nullptr;
 
 std::unique_ptr<at::ObserverContext> FlopCounter::on_operator(const at::RecordFunction& fn) {
     if (State* state = t_active_counter) {
-        const double f = op_flops(fn.name(), fn.inputs());
+        const double f = operator_flops(fn);
         if (f > 0) state->flops.store(state->flops.load() + f);
     }
     return nullptr;
+}
+
+double operator_flops(const at::RecordFunction& fn) {
+    return op_flops(fn.name(), fn.inputs());
 }
 
 FlopCounter::FlopCounter() : state_(std::make_unique<State>()) {

@@ -31,6 +31,10 @@ class FlopCounter {
     std::unique_ptr<State> state_;
 };
 
+// The FLOPs one observed operator call does (0 for those not counted), for per-operator profiles;
+// the observer must have asked for the inputs (RecordFunctionCallback::needsInputs).
+double operator_flops(const at::RecordFunction& fn);
+
 // Median wall time in seconds of `repeat` calls after `warmup` calls.
 double median_seconds(int warmup, int repeat, const std::function<void()>& fn);
 
