@@ -68,10 +68,11 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
     auto y = torch::empty_like(h);
     const auto h_rows = h.view({rows, c}), y_rows = y.view({rows, c});
     const auto proj_t = proj->weight.t(), out_t = out->weight.t();
-    // The engine's own products where they apply (AVX-512), on weights transposed once.
+    // The engine's own products where they apply (AVX-512), on weights transposed once
+    // (kept between calls).
     const bool own = cpu_own_product_fits(proj, rows) && cpu_own_product_fits(out, rows);
-    const auto proj_tc = own ? proj_t.contiguous() : proj_t,
-               out_tc = own ? out_t.contiguous() : out_t;
+    const auto proj_tc = own ? transposed_weight(proj->weight) : proj_t,
+               out_tc = own ? transposed_weight(out->weight) : out_t;
     const int64_t tile = std::clamp(kTileFloats / wide, kMinTileRows, rows);
     const int64_t tiles = (rows + tile - 1) / tile;
     const at::ThreadLocalState caller_state;  // OpenMP threads do not inherit it

@@ -27,6 +27,9 @@ bool cpu_own_product_applies(const torch::nn::Linear& layer, const torch::Tensor
 // The same for a contiguous CPU float32 input of `rows` rows that no autograd records (a fused
 // caller's own checks).
 bool cpu_own_product_fits(const torch::nn::Linear& layer, int64_t rows);
+// weight [N, K] as a contiguous [K, N], the layout product_rows_cpu reads: transposed once per
+// weight and kept while the weight lives unchanged (its version counter and data pointer).
+torch::Tensor transposed_weight(const torch::Tensor& weight);
 // y [rows, n] = bias + x [rows, k] . wt [k, n] (all contiguous; bias may be null) by that loop,
 // on the calling thread, for fused callers (model/cpu_feed_forward.h) where it applies.
 void product_rows_cpu(const float* x, int64_t rows, const float* wt, const float* bias, float* y,

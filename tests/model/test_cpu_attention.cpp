@@ -58,6 +58,12 @@ class Enabled {  // restores the switch whatever a test does
 class CpuAttentionTest : public QObject {
     Q_OBJECT
   private Q_SLOTS:
+    void initTestCase() {
+        // The engine's setting (core/system.cpp), which the fused feed-forward requires: without
+        // it a test run alone found OpenBLAS's default pool and the fused path refused.
+        loopy::set_blas_threads(1);
+    }
+
     void matchesLibTorch_data() {
         QTest::addColumn<int>("batch");
         QTest::addColumn<int>("heads");
@@ -559,6 +565,34 @@ class CpuAttentionTest : public QObject {
         const double strided_diff =
             (forward_linear(layer, strided) - layer(strided)).abs().max().item<double>();
         QVERIFY2(strided_diff < 1e-4, qPrintable(QString("strided: %1").arg(strided_diff)));
+    }
+
+    void ownProductFollowsChangedWeights() {
+        // The own product keeps each weight transposed between calls; a weight changed in place
+        // (an optimizer step, a checkpoint load) or a new layer must never be read stale.
+        if (!cpu_avx512_active()) QSKIP("no AVX-512: the own product and its cache are not used");
+        torch::manual_seed(21);
+        torch::NoGradGuard no_grad;
+        const auto x = torch::randn({300, 32});
+        for (int round = 0; round < 3; ++round) {
+            torch::nn::Linear layer(32, 64);
+            QVERIFY(cpu_own_product_applies(layer, x));
+            const auto check = [&](const char* when) {
+                const double diff =
+                    (forward_linear(layer, x) - layer(x)).abs().max().item<double>();
+                QVERIFY2(diff < 1e-4, qPrintable(QString("%1: %2").arg(when).arg(diff)));
+            };
+            check("new layer");
+            layer->weight.mul_(-2);  // in place: same tensor, same storage
+            check("after mul_");
+            layer->weight.copy_(torch::randn({64, 32}));
+            check("after copy_");
+            layer->weight.set_data(torch::randn({64, 32}));  // other storage
+            check("after set_data");
+        }
+        const auto w = torch::randn({48, 16});
+        QVERIFY(torch::equal(transposed_weight(w), w.t()));
+        QVERIFY(transposed_weight(w).is_contiguous());
     }
 
     void fusedFeedForwardMatchesTheLayers_data() {
