@@ -47,20 +47,29 @@ std::array<torch::Tensor, 3> AttentionImpl::self_projections(const torch::Tensor
             split_heads(forward_linear(to_v, x))};
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+torch::Tensor AttentionImpl::project_out(const torch::Tensor& heads,
+                                         const torch::Tensor& residual) {
+    const auto merged = merge_heads(heads);
+    return residual.defined() ? forward_linear_plus(out_proj, merged, residual)
+                              : forward_linear(out_proj, merged);
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
+                                     const torch::Tensor& residual) {
     if (!context.defined()) {
         const auto [q, k, v] = self_projections(x);
-        return forward_linear(out_proj, merge_heads(attention_product(q, k, v)));
+        return project_out(attention_product(q, k, v), residual);
     }
     auto q = split_heads(forward_linear(to_q, x));
     auto k = split_heads(forward_linear(to_k, context));
     auto v = split_heads(forward_linear(to_v, context));
-    return forward_linear(out_proj, merge_heads(attention_product(q, k, v)));
+    return project_out(attention_product(q, k, v), residual);
 }
 
 torch::Tensor AttentionImpl::forward_with_extra(const torch::Tensor& x, const torch::Tensor& keys,
                                                 const torch::Tensor& values,
-                                                const torch::Tensor& item_mask) {
+                                                const torch::Tensor& item_mask,
+                                                const torch::Tensor& residual) {
     const int64_t b = x.size(0);
     const auto [q, k, v] = self_projections(x);
     const KeyValueParts parts{{k, keys}, {v, values}};
@@ -71,7 +80,7 @@ torch::Tensor AttentionImpl::forward_with_extra(const torch::Tensor& x, const to
             key_mask = torch::cat({torch::ones({b, k.size(2)}, item_mask.options()),
                                    item_mask.view({b, 1}).expand({b, keys.size(2)})},
                                   1);
-        return forward_linear(out_proj, merge_heads(cpu_attention(q, parts, key_mask)));
+        return project_out(cpu_attention(q, parts, key_mask), residual);
     }
     // LibTorch's path: the items without extra tokens attend to their own tokens twice instead
     // (softmax over duplicated keys is exactly the plain self-attention), so the batch keeps
@@ -84,8 +93,7 @@ torch::Tensor AttentionImpl::forward_with_extra(const torch::Tensor& x, const to
     if (!all_items && keys.size(2) != k.size(2))
         throw Error("Attention: items can leave out extra tokens only as many as their own (" +
                     std::to_string(k.size(2)) + "), got " + std::to_string(keys.size(2)));
-    return forward_linear(out_proj,
-                          merge_heads(attention_product(q, full(keys, k), full(values, v))));
+    return project_out(attention_product(q, full(keys, k), full(values, v)), residual);
 }
 
 bool AttentionImpl::output_ignores_queries(const torch::Tensor& context) {
@@ -169,10 +177,9 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
     if (pos_embed) normed = pos_embed(normed);
     if (positions.defined()) normed = normed + positions;
     const auto extra = self_attention_kv ? self_attention_kv(normed) : ExtraKeyValues{};
-    auto h = (extra.keys.defined()
-                  ? attn1->forward_with_extra(normed, extra.keys, extra.values, extra.item_mask)
-                  : attn1(normed)) +
-             x;
+    auto h = extra.keys.defined()
+                 ? attn1->forward_with_extra(normed, extra.keys, extra.values, extra.item_mask, x)
+                 : attn1->forward(normed, {}, x);
     if (attn2 && AttentionImpl::output_ignores_queries(encoder_hidden_states)) {
         // SD's text cross-attention over Loopy's one null-context token: a constant per item, so
         // norm2 and the query projections would be wasted (7 of them per U-Net pass).
@@ -180,7 +187,7 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x,
     } else if (attn2) {
         normed = forward_layer_norm(norm2, h);
         if (pos_embed) normed = pos_embed(normed);
-        h = attn2(normed, encoder_hidden_states) + h;
+        h = attn2(normed, encoder_hidden_states, h);
     }
     return feed_forward_residual(h);
 }

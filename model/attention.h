@@ -32,8 +32,10 @@ class AttentionImpl : public torch::nn::Module {
     explicit AttentionImpl(const AttentionOptions& options);
 
     // x [B, Lq, query_dim]. `context` [B, Lk, kv_dim] supplies the keys and values; undefined
-    // means self-attention. Returns [B, Lq, query_dim].
-    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context = {});
+    // means self-attention. Returns [B, Lq, query_dim], plus `residual` (shaped like it) when
+    // given: the out-projection starts from it (model/cpu_linear.h, forward_linear_plus).
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context = {},
+                          const torch::Tensor& residual = {});
 
     // Self-attention over x's own tokens and extra keys/values, already projected and split
     // into heads (the reference attention: the reference tokens' to_k/to_v once per portrait,
@@ -41,7 +43,12 @@ class AttentionImpl : public torch::nn::Module {
     // row r mod P); item_mask bool [B]: the items that attend to them (undefined: all).
     torch::Tensor forward_with_extra(const torch::Tensor& x, const torch::Tensor& keys,
                                      const torch::Tensor& values,
-                                     const torch::Tensor& item_mask = {});
+                                     const torch::Tensor& item_mask = {},
+                                     const torch::Tensor& residual = {});
+
+    // out_proj(merge_heads(heads)) [+ residual]: the attention's output from the products'
+    // [B, heads, L, dim_head].
+    torch::Tensor project_out(const torch::Tensor& heads, const torch::Tensor& residual = {});
 
     // With one key the softmax is exactly 1 and the output is out(to_v(context)) for every
     // query: true for a one-token `context` [B, 1, kv_dim] (the null text context) when no

@@ -62,7 +62,7 @@ constexpr int64_t kOwnProductMaxInputs = 128, kOwnProductMaxOutputs = 256;
 // Below this many rows transposing the weights costs more than the loop saves (~2 us).
 constexpr int64_t kOwnProductMinRows = 128;
 
-// y [rows, n] = bias + x [rows, k] (rows ldx floats apart) . wt [k, n].
+// y [rows, n] = bias + add + x [rows, k] (rows ldx floats apart) . wt [k, n].
 struct ProductArgs {
     const float* x;
     int64_t ldx;
@@ -70,6 +70,7 @@ struct ProductArgs {
     const float* bias;  // [n] or null
     float* y;
     int64_t k, n;
+    const float* add = nullptr;  // [rows, n] (a residual) or null
 };
 
 bool splits(const torch::Tensor& weight, const torch::Tensor& x) {
@@ -105,7 +106,8 @@ LOOPY_AVX512 inline void product_block(const ProductArgs& a, int64_t col, int64_
         Vec16 acc[R][V];
         for (int i = 0; i < R; ++i)
             for (int v = 0; v < V; ++v)
-                acc[i][v] = bias[v];
+                acc[i][v] =
+                    a.add ? bias[v] + loadu16(a.add + (r + i) * a.n + col + 16 * v) : bias[v];
         for (int64_t k = 0; k < a.k; ++k) {
             Vec16 w[V];
             for (int v = 0; v < V; ++v)
@@ -123,7 +125,7 @@ LOOPY_AVX512 inline void product_block(const ProductArgs& a, int64_t col, int64_
     for (; r < end; ++r) {
         Vec16 acc[V];
         for (int v = 0; v < V; ++v)
-            acc[v] = bias[v];
+            acc[v] = a.add ? bias[v] + loadu16(a.add + r * a.n + col + 16 * v) : bias[v];
         for (int64_t k = 0; k < a.k; ++k) {
             const Vec16 xr = splat16(a.x[r * a.ldx + k]);
             for (int v = 0; v < V; ++v)
@@ -230,14 +232,16 @@ TransposedWeights& transposed_weights() {
     return cache;
 }
 
-// x [..., K] . weight^T + bias by product_rows_avx512, rows split over the threads.
+// x [..., K] . weight^T + bias (+ residual, [..., N] or undefined) by product_rows_avx512, rows
+// split over the threads.
 torch::Tensor own_product(const torch::Tensor& weight, const torch::Tensor& bias,
-                          const torch::Tensor& x) {
+                          const torch::Tensor& x, const torch::Tensor& residual = {}) {
     const int64_t k = x.size(-1), n = weight.size(0);
     const auto rows = x.reshape({-1, k}).contiguous();
     RECORD_FUNCTION("loopy::linear", std::vector<c10::IValue>({rows, weight}));
     const auto wt = transposed_weights().get(weight);  // [K, N]
     const auto b = bias.defined() ? bias.contiguous() : torch::Tensor();
+    const auto add = residual.defined() ? residual.reshape({-1, n}).contiguous() : torch::Tensor();
     auto y = torch::empty({rows.size(0), n}, x.options());
     const ProductArgs args{rows.data_ptr<float>(),
                            k,
@@ -245,7 +249,8 @@ torch::Tensor own_product(const torch::Tensor& weight, const torch::Tensor& bias
                            b.defined() ? b.data_ptr<float>() : nullptr,
                            y.data_ptr<float>(),
                            k,
-                           n};
+                           n,
+                           add.defined() ? add.data_ptr<float>() : nullptr};
     const int64_t threads = at::get_num_threads();
     const int64_t grain =
         rows.size(0) < kMinRows ? rows.size(0) : (rows.size(0) + threads - 1) / threads;
@@ -292,6 +297,20 @@ void set_parallel_linear_enabled(bool enabled) {
 
 bool parallel_linear_enabled() {
     return enabled_switch().on();
+}
+
+torch::Tensor forward_linear_plus(torch::nn::Linear& layer, const torch::Tensor& x,
+                                  const torch::Tensor& residual) {
+    const auto& weight = layer->weight;
+    const auto& bias = layer->bias;
+    const bool fits = own_product_applies(weight, bias, x) && residual.device().is_cpu() &&
+                      residual.scalar_type() == torch::kFloat32 &&
+                      !(torch::GradMode::is_enabled() && residual.requires_grad()) &&
+                      residual.dim() == x.dim() &&
+                      residual.sizes().slice(0, x.dim() - 1) == x.sizes().slice(0, x.dim() - 1) &&
+                      residual.size(-1) == weight.size(0);
+    if (fits) return own_product(weight, bias, x, residual);
+    return forward_linear(weight, bias, x) + residual;
 }
 
 torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x) {

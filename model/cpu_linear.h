@@ -19,6 +19,12 @@ torch::Tensor forward_linear(torch::nn::Linear& layer, const torch::Tensor& x);
 torch::Tensor forward_linear(const torch::Tensor& weight, const torch::Tensor& bias,
                              const torch::Tensor& x);
 
+// forward_linear(layer, x) + residual, residual shaped like the output. Where the engine's own
+// product applies (below) the residual is where its sums start: no pass of its own over the
+// output (~1 ms of adds a tiny-model step, attention's out-projections).
+torch::Tensor forward_linear_plus(torch::nn::Linear& layer, const torch::Tensor& x,
+                                  const torch::Tensor& residual);
+
 // On CPUs with AVX-512F (model/cpu_dispatch.h) forward_linear computes products of at most 128
 // inputs and 256 outputs (a multiple of 16) with the engine's own loop instead of BLAS, unless
 // LOOPY_CPU_OWN_PRODUCT=0 or switched off here (between runs). Applies: whether it would.

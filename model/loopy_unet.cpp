@@ -67,13 +67,14 @@ class KeyValueHooks {
 };
 
 // softmax(q k^T / sqrt(d) + mask) v through `attn`'s projections; key_mask bool [N, Lk]
-// (undefined: no mask). Every row must keep at least one key.
+// (undefined: no mask). Every row must keep at least one key. Plus `residual` when defined.
 torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
-                               const torch::Tensor& context, const torch::Tensor& key_mask) {
+                               const torch::Tensor& context, const torch::Tensor& key_mask,
+                               const torch::Tensor& residual) {
     auto q = attn.split_heads(forward_linear(attn.to_q, x));
     auto k = attn.split_heads(forward_linear(attn.to_k, context));
     auto v = attn.split_heads(forward_linear(attn.to_v, context));
-    return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, k, v, key_mask)));
+    return attn.project_out(attention_product(q, k, v, key_mask), residual);
 }
 
 // masked_attention over the keys [memory ; x] when the memory's keys and values are given,
@@ -82,10 +83,10 @@ torch::Tensor masked_attention(AttentionImpl& attn, const torch::Tensor& x,
 torch::Tensor attention_with_memory(AttentionImpl& attn, const torch::Tensor& x,
                                     const torch::Tensor& memory_keys,
                                     const torch::Tensor& memory_values,
-                                    const torch::Tensor& key_mask) {
+                                    const torch::Tensor& key_mask, const torch::Tensor& residual) {
     const auto [q, k, v] = attn.self_projections(x);
     const KeyValueParts parts{{memory_keys, k}, {memory_values, v}};
-    return forward_linear(attn.out_proj, attn.merge_heads(attention_product(q, parts, key_mask)));
+    return attn.project_out(attention_product(q, parts, key_mask), residual);
 }
 
 // bool [B] from an optional per-item flag.
@@ -188,32 +189,43 @@ torch::Tensor InterClipTemporalLayerImpl::block_forward(BasicTransformerBlockImp
     auto position = [&](const torch::Tensor& t, int64_t start) {
         return block.pos_embed ? t + block.pos_embed->pe.narrow(1, start, t.size(1)) : t;
     };
-    auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn) {
+    // Each attention's output plus `residual`, added in its out-projection. Both attentions
+    // read the clip's tokens (a second one reads them, not the first one's output, as this
+    // layer always has: checkpoints with two were trained so).
+    auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn, const torch::Tensor& residual) {
         auto q = position(forward_layer_norm(norm_layer, clip), motion_positions);
-        if (!memory.defined()) return attn(q);
+        if (!memory.defined()) return attn->forward(q, {}, residual);
         auto kv = torch::cat(
             {position(forward_layer_norm(norm_layer, memory), motion_positions - m), q}, 1);
-        return masked_attention(*attn, q, kv, key_mask);
+        return masked_attention(*attn, q, kv, key_mask, residual);
     };
-    auto h = attend(block.norm1, block.attn1) + clip;
-    if (block.attn2) h = attend(block.norm2, block.attn2) + h;
+    auto h = attend(block.norm1, block.attn1, clip);
+    if (block.attn2) h = attend(block.norm2, block.attn2, h);
     return block.feed_forward_residual(h);
 }
 
 torch::Tensor InterClipTemporalLayerImpl::prepared_block_forward(
     BasicTransformerBlockImpl& block, const torch::Tensor& clip, int64_t batch,
     const MotionKeyValues& prepared, size_t& next, const torch::Tensor& key_mask) {
-    auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn) {
-        auto q = forward_layer_norm(norm_layer, clip);
+    auto attend = [&](nn::LayerNorm& norm_layer, Attention& attn, const torch::Tensor& residual) {
+        auto q = forward_layer_norm(norm_layer, clip);  // both read the clip (block_forward)
         if (block.pos_embed) q = q + block.pos_embed->pe.narrow(1, motion_positions, q.size(1));
         if (next >= prepared.keys.size())
             throw Error("InterClipTemporalLayer: prepared motion has too few attentions");
         const size_t i = next++;
-        return attention_with_memory(*attn, q, prepared.keys[i], prepared.values[i], key_mask);
+        return attention_with_memory(*attn, q, prepared.keys[i], prepared.values[i], key_mask,
+                                     residual);
     };
-    auto h = attend(block.norm1, block.attn1) + clip;
-    if (block.attn2) h = attend(block.norm2, block.attn2) + h;
+    auto h = attend(block.norm1, block.attn1, clip);
+    if (block.attn2) h = attend(block.norm2, block.attn2, h);
     return block.feed_forward_residual(h);
+}
+
+torch::Tensor InterClipTemporalLayerImpl::typed_tokens(const torch::Tensor& tokens, int64_t type) {
+    // The type embedding joins proj_in's bias: one add of C floats, not a pass over the tokens.
+    const auto& bias = proj_in->bias;
+    const auto embedding = type_embedding[type];
+    return forward_linear(proj_in->weight, bias.defined() ? bias + embedding : embedding, tokens);
 }
 
 torch::Tensor InterClipTemporalLayerImpl::memory_tokens(const torch::Tensor& motion, int64_t b,
@@ -228,7 +240,7 @@ torch::Tensor InterClipTemporalLayerImpl::memory_tokens(const torch::Tensor& mot
     // Per-frame statistics: missing (zero) history frames must not shift the others'.
     auto mem = norm(motion.reshape({mb * m, c, height, width}));
     mem = mem.reshape({mb, m, c, height, width}).permute({0, 3, 4, 1, 2}).reshape({mb * s, m, c});
-    return forward_linear(proj_in, mem) + type_embedding[0];
+    return typed_tokens(mem, 0);
 }
 
 MotionKeyValues InterClipTemporalLayerImpl::prepare(const torch::Tensor& motion) {
@@ -262,7 +274,7 @@ torch::Tensor InterClipTemporalLayerImpl::forward(const torch::Tensor& x, int64_
                     " frames for a batch of " + std::to_string(bf) + " (at most " +
                     std::to_string(options.num_positional_embeddings()) + " frames)");
     const int64_t b = bf / num_frames, s = height * width, inner = proj_in->options.out_features();
-    auto clip = forward_linear(proj_in, normalised_tokens(norm, x, num_frames)) + type_embedding[1];
+    auto clip = typed_tokens(normalised_tokens(norm, x, num_frames), 1);
 
     torch::Tensor memory, key_mask;
     const bool any_present = motion.defined() && (!mask.defined() || mask.any().item<bool>());

@@ -112,6 +112,8 @@ class InterClipTemporalLayerImpl : public torch::nn::Module {
     std::vector<BasicTransformerBlock> blocks;  // transformer_blocks, typed
 
   private:
+    // proj_in(tokens) + type_embedding[type] (0: motion frames, 1: the clip).
+    torch::Tensor typed_tokens(const torch::Tensor& tokens, int64_t type);
     // The motion frames' tokens after proj_in: [B'*h*w, M, inner], B' = motion's batch.
     torch::Tensor memory_tokens(const torch::Tensor& motion, int64_t batch, int64_t channels,
                                 int64_t height, int64_t width);

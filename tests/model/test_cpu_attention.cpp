@@ -595,6 +595,38 @@ class CpuAttentionTest : public QObject {
         QVERIFY(transposed_weight(w).is_contiguous());
     }
 
+    void linearPlusResidualMatchesTheSum() {
+        // forward_linear_plus starts the own product's sums from the residual; elsewhere (no
+        // AVX-512, autograd, a residual it cannot read) it adds it after. Same values every way.
+        torch::manual_seed(17);
+        torch::nn::Linear layer(32, 48);
+        const auto x = torch::randn({6, 50, 32});
+        const auto residual = torch::randn({6, 50, 48});
+        const auto strided_residual = torch::randn({48, 50, 6}).permute({2, 1, 0});
+        torch::Tensor want;
+        {
+            torch::NoGradGuard no_grad;
+            want = layer(x) + residual;
+            QCOMPARE(cpu_own_product_applies(layer, x), cpu_avx512_active());
+            for (const auto& r : {residual, strided_residual.copy_(residual)}) {
+                const auto got = forward_linear_plus(layer, x, r);
+                QCOMPARE(got.sizes().vec(), want.sizes().vec());
+                const double diff = (got - want).abs().max().item<double>();
+                QVERIFY2(diff < 1e-5, qPrintable(QString("max difference %1").arg(diff)));
+            }
+            set_cpu_own_product_enabled(false);
+            const double blas_diff =
+                (forward_linear_plus(layer, x, residual) - want).abs().max().item<double>();
+            set_cpu_own_product_enabled(true);
+            QVERIFY2(blas_diff < 1e-5, qPrintable(QString("BLAS: %1").arg(blas_diff)));
+        }
+        auto y = forward_linear_plus(layer, x, residual);  // autograd: the layer, then the add
+        QVERIFY(y.requires_grad());
+        QVERIFY((y.detach() - want).abs().max().item<double>() < 1e-5);
+        y.sum().backward();
+        QVERIFY(torch::allclose(layer->bias.grad(), torch::full({48}, 300.0)));
+    }
+
     void fusedFeedForwardMatchesTheLayers_data() {
         QTest::addColumn<int>("dim");
         QTest::addColumn<int>("tokens");
