@@ -68,11 +68,13 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
     auto y = torch::empty_like(h);
     const auto h_rows = h.view({rows, c}), y_rows = y.view({rows, c});
     const auto proj_t = proj->weight.t(), out_t = out->weight.t();
-    // The engine's own products where they apply (AVX-512), on weights transposed once
-    // (kept between calls).
+    // The engine's own products where they apply (AVX-512), on weights transposed once.
     const bool own = cpu_own_product_fits(proj, rows) && cpu_own_product_fits(out, rows);
-    const auto proj_tc = own ? transposed_weight(proj->weight) : proj_t,
-               out_tc = own ? transposed_weight(out->weight) : out_t;
+    std::vector<float> proj_tc, out_tc;
+    if (own) {
+        transpose_weight(proj->weight, proj_tc);
+        transpose_weight(out->weight, out_tc);
+    }
     const int64_t tile = std::clamp(kTileFloats / wide, kMinTileRows, rows);
     const int64_t tiles = (rows + tile - 1) / tile;
     const at::ThreadLocalState caller_state;  // OpenMP threads do not inherit it
@@ -88,7 +90,7 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
                                 n);
             auto y_n = y_rows.narrow(0, first, n);
             if (own) {
-                product_rows_cpu(normed.data_ptr<float>(), n, proj_tc.data_ptr<float>(),
+                product_rows_cpu(normed.data_ptr<float>(), n, proj_tc.data(),
                                  proj->bias.data_ptr<float>(), widened.data_ptr<float>(), c, wide);
             } else {
                 auto widened_n = widened.narrow(0, 0, n);
@@ -96,7 +98,7 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
             }
             geglu_rows_cpu(widened.data_ptr<float>(), gated.data_ptr<float>(), wide / 2, n);
             if (own) {
-                product_rows_cpu(gated.data_ptr<float>(), n, out_tc.data_ptr<float>(),
+                product_rows_cpu(gated.data_ptr<float>(), n, out_tc.data(),
                                  out->bias.data_ptr<float>(), y.data_ptr<float>() + first * c,
                                  wide / 2, c);
             } else {

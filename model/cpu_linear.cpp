@@ -5,10 +5,9 @@
 #include <ATen/record_function.h>
 
 #include <cstdlib>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "core/system.h"
 #include "model/cpu_dispatch.h"
@@ -186,52 +185,6 @@ bool own_product_applies(const torch::Tensor& weight, const torch::Tensor& bias,
     return own_product_fits(weight, bias, x.numel() / x.size(-1));
 }
 
-// The own product reads weights as [K, N]. Transposing them on every call cost ~1 ms of a tiny
-// model's 37 ms step (188 calls), so each is transposed once and kept while its weight lives
-// with the same data: the entry holds the weight weakly and checks its version counter (bumped
-// by every in-place change: an optimizer step, a checkpoint load) and data pointer. Inference
-// tensors have no version counter and are transposed every time.
-class TransposedWeights {
-  public:
-    torch::Tensor get(const torch::Tensor& weight) {
-        if (weight.is_inference()) return weight.t().contiguous();
-        const std::lock_guard<std::mutex> lock(mutex_);
-        auto* impl = weight.unsafeGetTensorImpl();
-        const auto it = entries_.find(impl);
-        if (it != entries_.end() && it->second.describes(weight)) return it->second.transposed;
-        drop_dead_entries();
-        Entry entry{WeakImpl(weight.getIntrusivePtr()), weight._version(), weight.data_ptr(),
-                    weight.detach().t().contiguous()};
-        return entries_.insert_or_assign(impl, std::move(entry)).first->second.transposed;
-    }
-
-  private:
-    using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
-    struct Entry {
-        WeakImpl weight;
-        int64_t version;
-        const void* data;
-        torch::Tensor transposed;
-        bool describes(const torch::Tensor& w) const {
-            return weight.lock().get() == w.unsafeGetTensorImpl() && version == w._version() &&
-                   data == w.data_ptr() && transposed.size(0) == w.size(1) &&
-                   transposed.size(1) == w.size(0);
-        }
-    };
-    // Entries of weights that died (a model unloaded) go at the next insertion.
-    void drop_dead_entries() {
-        for (auto it = entries_.begin(); it != entries_.end();)
-            it = it->second.weight.expired() ? entries_.erase(it) : std::next(it);
-    }
-    std::mutex mutex_;
-    std::unordered_map<const c10::TensorImpl*, Entry> entries_;
-};
-
-TransposedWeights& transposed_weights() {
-    static TransposedWeights cache;
-    return cache;
-}
-
 // x [..., K] . weight^T + bias (+ residual, [..., N] or undefined) by product_rows_avx512, rows
 // split over the threads.
 torch::Tensor own_product(const torch::Tensor& weight, const torch::Tensor& bias,
@@ -239,18 +192,14 @@ torch::Tensor own_product(const torch::Tensor& weight, const torch::Tensor& bias
     const int64_t k = x.size(-1), n = weight.size(0);
     const auto rows = x.reshape({-1, k}).contiguous();
     RECORD_FUNCTION("loopy::linear", std::vector<c10::IValue>({rows, weight}));
-    const auto wt = transposed_weights().get(weight);  // [K, N]
+    std::vector<float> wt;
+    transpose_weight(weight, wt);  // [K, N]
     const auto b = bias.defined() ? bias.contiguous() : torch::Tensor();
     const auto add = residual.defined() ? residual.reshape({-1, n}).contiguous() : torch::Tensor();
     auto y = torch::empty({rows.size(0), n}, x.options());
-    const ProductArgs args{rows.data_ptr<float>(),
-                           k,
-                           wt.data_ptr<float>(),
-                           b.defined() ? b.data_ptr<float>() : nullptr,
-                           y.data_ptr<float>(),
-                           k,
-                           n,
-                           add.defined() ? add.data_ptr<float>() : nullptr};
+    const ProductArgs args{
+        rows.data_ptr<float>(), k, wt.data(), b.defined() ? b.data_ptr<float>() : nullptr,
+        y.data_ptr<float>(),    k, n,         add.defined() ? add.data_ptr<float>() : nullptr};
     const int64_t threads = at::get_num_threads();
     const int64_t grain =
         rows.size(0) < kMinRows ? rows.size(0) : (rows.size(0) + threads - 1) / threads;
@@ -265,8 +214,15 @@ torch::Tensor own_product(const torch::Tensor& weight, const torch::Tensor& bias
 
 }  // namespace
 
-torch::Tensor transposed_weight(const torch::Tensor& weight) {
-    return transposed_weights().get(weight);
+void transpose_weight(const torch::Tensor& weight, std::vector<float>& out) {
+    if (weight.dim() != 2 || weight.scalar_type() != torch::kFloat32 || !weight.device().is_cpu())
+        throw std::invalid_argument("transpose_weight: needs a CPU float32 matrix");
+    const int64_t n = weight.size(0), k = weight.size(1);
+    const auto w = weight.accessor<float, 2>();  // any strides
+    out.resize(static_cast<size_t>(n * k));
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < k; ++j)
+            out[static_cast<size_t>(j * n + i)] = w[i][j];
 }
 
 void product_rows_cpu(const float* x, int64_t rows, const float* wt, const float* bias, float* y,
