@@ -226,7 +226,8 @@ Runner add_bench_render_command(CLI::App& bench) {
                   "Convolution weights (and so activations) in NHWC order");
     add_motion_cache_option(*cmd, a->bench.model);
     cmd->add_option("--profile", a->profile_rows,
-                    "Also print the denoiser's N most expensive operators per step");
+                    "Also print the denoiser's N most expensive operators per step (time, calls, "
+                    "and the GFLOP/s of the matrix products among them)");
     cmd->add_flag("--overlap-decode", a->overlap_decode,
                   "Decode each clip on a thread of its own while the next one is denoised, as "
                   "bench live --overlap-decode does (frames/s then counts both together)");
