@@ -23,7 +23,7 @@ torch::Tensor forward_linear(const torch::Tensor& weight, const torch::Tensor& b
 
 // forward_linear(layer, x) + residual, residual shaped like the output. Where the engine's own
 // product applies (below) the residual is where its sums start: no pass of its own over the
-// output (~1 ms of adds a tiny-model step, attention's out-projections).
+// output (attention's out-projections: 27 adds of a tiny-model step).
 torch::Tensor forward_linear_plus(torch::nn::Linear& layer, const torch::Tensor& x,
                                   const torch::Tensor& residual);
 
@@ -37,8 +37,9 @@ bool cpu_own_product_applies(const torch::nn::Linear& layer, const torch::Tensor
 bool cpu_own_product_fits(const torch::nn::Linear& layer, int64_t rows);
 // weight [N, K] (CPU float32, any strides) into `out` as a contiguous [K, N], the layout
 // product_rows_cpu reads. A plain loop: LibTorch's t().contiguous() cost four operators a call
-// (~1 ms of a tiny model's step, 188 calls). Keeping the transposed weights between calls instead
-// raised the peak RSS by ~25 MiB (heap fragmentation), so each call transposes again.
+// (~0.7 ms of a tiny model's step in the profile, 188 calls). Keeping the transposed weights
+// between calls instead raised the peak RSS by ~25 MiB (heap fragmentation), so each call
+// transposes again.
 void transpose_weight(const torch::Tensor& weight, std::vector<float>& out);
 // y [rows, n] = bias + x [rows, k] . wt [k, n] (all contiguous; bias may be null) by that loop,
 // on the calling thread, for fused callers (model/cpu_feed_forward.h) where it applies.
