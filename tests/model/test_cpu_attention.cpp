@@ -570,7 +570,7 @@ class CpuAttentionTest : public QObject {
     void ownProductFollowsChangedWeights() {
         // A weight changed in place (an optimizer step, a checkpoint load) or a new layer must
         // never be read stale, should the transposed weights ever be kept between calls.
-        if (!cpu_avx512_active()) QSKIP("no AVX-512: the own product and its cache are not used");
+        if (!cpu_avx512_active()) QSKIP("no AVX-512: the own product is not used");
         torch::manual_seed(21);
         torch::NoGradGuard no_grad;
         const auto x = torch::randn({300, 32});
