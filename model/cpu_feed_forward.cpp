@@ -97,14 +97,14 @@ torch::Tensor fused_feed_forward(torch::nn::LayerNorm& norm, torch::nn::Linear& 
                 at::addmm_out(widened_n, proj->bias, normed.narrow(0, 0, n), proj_t);
             }
             geglu_rows_cpu(widened.data_ptr<float>(), gated.data_ptr<float>(), wide / 2, n);
-            if (own) {
+            if (own) {  // the residual h is where the sums start: no pass of its own
                 product_rows_cpu(gated.data_ptr<float>(), n, out_tc.data(),
                                  out->bias.data_ptr<float>(), y.data_ptr<float>() + first * c,
-                                 wide / 2, c);
+                                 wide / 2, c, h.data_ptr<float>() + first * c);
             } else {
                 at::addmm_out(y_n, out->bias, gated.narrow(0, 0, n), out_t);
+                y_n.add_(h_rows.narrow(0, first, n));
             }
-            y_n.add_(h_rows.narrow(0, first, n));
         }
     });
     return y;

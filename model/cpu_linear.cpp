@@ -226,11 +226,11 @@ void transpose_weight(const torch::Tensor& weight, std::vector<float>& out) {
 }
 
 void product_rows_cpu(const float* x, int64_t rows, const float* wt, const float* bias, float* y,
-                      int64_t k, int64_t n) {
+                      int64_t k, int64_t n, const float* add) {
 #if LOOPY_HAVE_AVX2_KERNEL
-    product_rows_avx512(ProductArgs{x, k, wt, bias, y, k, n}, 0, rows);
+    product_rows_avx512(ProductArgs{x, k, wt, bias, y, k, n, add}, 0, rows);
 #else
-    (void)x, (void)rows, (void)wt, (void)bias, (void)y, (void)k, (void)n;
+    (void)x, (void)rows, (void)wt, (void)bias, (void)y, (void)k, (void)n, (void)add;
     throw std::logic_error("product_rows_cpu: no AVX-512 copy in this build");
 #endif
 }

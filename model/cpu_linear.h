@@ -41,10 +41,11 @@ bool cpu_own_product_fits(const torch::nn::Linear& layer, int64_t rows);
 // between calls instead raised the peak RSS by ~25 MiB (heap fragmentation), so each call
 // transposes again.
 void transpose_weight(const torch::Tensor& weight, std::vector<float>& out);
-// y [rows, n] = bias + x [rows, k] . wt [k, n] (all contiguous; bias may be null) by that loop,
-// on the calling thread, for fused callers (model/cpu_feed_forward.h) where it applies.
+// y [rows, n] = bias + add + x [rows, k] . wt [k, n] (all contiguous; bias and add [rows, n]
+// may be null) by that loop, on the calling thread, for fused callers (model/cpu_feed_forward.h)
+// where it applies.
 void product_rows_cpu(const float* x, int64_t rows, const float* wt, const float* bias, float* y,
-                      int64_t k, int64_t n);
+                      int64_t k, int64_t n, const float* add = nullptr);
 
 // On unless LOOPY_PARALLEL_LINEAR=0; set between runs, not while a model runs.
 void set_parallel_linear_enabled(bool enabled);
