@@ -1,6 +1,9 @@
 // `loopy eval [--checkpoint C] --data DIR --report OUT [--steps ...]`: scores a model on held-out
 // synthetic clips against the static and ground-truth baselines.
+#include <cmath>
+#include <cstdio>
 #include <iostream>
+#include <string>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
@@ -18,6 +21,14 @@ struct EvalArgs {
     GuidanceOptions guidance;  // given or not: the checkpoint's recommendation fills in
 };
 
+// " ± 0.055" after a mean over several clips; nothing after one clip's.
+std::string standard_error_note(double se) {
+    if (std::isnan(se)) return "";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, " \u00b1 %.2g", se);
+    return buf;
+}
+
 int run_eval(EvalArgs& args) {
     args.options.settings.validate();
     auto model = Model::load(checkpoint_or_default(args.checkpoint), args.model);
@@ -29,12 +40,14 @@ int run_eval(EvalArgs& args) {
         });
     bar.finish();
     std::cout << summary.markdown << "\nmouth-opening correlation r: model "
-              << summary.model_mouth_r << ", static " << summary.static_mouth_r
-              << ", VAE round trip " << summary.vae_mouth_r << ", ground truth "
-              << summary.truth_mouth_r << " (" << summary.clips << " clips; guidance audio "
-              << args.options.settings.audio_ratio << ", reference "
+              << summary.model_mouth_r << standard_error_note(summary.model_mouth_r_se)
+              << ", static " << summary.static_mouth_r << ", VAE round trip " << summary.vae_mouth_r
+              << ", ground truth " << summary.truth_mouth_r << " (" << summary.clips
+              << " clips; guidance audio " << args.options.settings.audio_ratio << ", reference "
               << args.options.settings.reference_ratio << ", " << args.options.settings.steps
-              << " steps); report in " << args.options.report << "\n";
+              << " steps"
+              << (std::isnan(summary.model_mouth_r_se) ? "" : "; \u00b1 its standard error")
+              << "); report in " << args.options.report << "\n";
     return 0;
 }
 

@@ -174,6 +174,23 @@ double pearson(const std::vector<double>& a, const std::vector<double>& b) {
     return sab / std::sqrt(saa * sbb);
 }
 
+double standard_error(const std::vector<double>& values) {
+    double sum = 0;
+    int n = 0;
+    for (double v : values) {
+        if (std::isnan(v)) continue;
+        if (std::isinf(v)) return std::numeric_limits<double>::infinity();
+        sum += v;
+        ++n;
+    }
+    if (n < 2) return std::nan("");
+    const double mean = sum / n;
+    double squares = 0;
+    for (double v : values)
+        if (!std::isnan(v)) squares += (v - mean) * (v - mean);
+    return std::sqrt(squares / (n - 1) / n);
+}
+
 double temporal_jitter(const std::vector<cv::Mat>& frames) {
     if (frames.size() < 2) return 0;
     double total = 0;

@@ -42,6 +42,11 @@ std::vector<double> mouth_openings(const std::vector<cv::Mat>& frames);
 // video has no correlation with speech). Throws loopy::Error if the lengths differ.
 double pearson(const std::vector<double>& a, const std::vector<double>& b);
 
+// Standard error of the mean of `values` (sample standard deviation / sqrt(n)), NaN values left
+// out: how far a mean over this few clips may be from the mean over many. NaN with fewer than 2
+// values; +inf when any value is infinite.
+double standard_error(const std::vector<double>& values);
+
 // Temporal jitter: the mean over t = 1..T-1 of the mean absolute difference |F_t - F_(t-1)| over
 // every pixel and channel, in 8-bit units. 0 for fewer than 2 frames.
 double temporal_jitter(const std::vector<cv::Mat>& frames);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
 #include <sstream>
 
 #include <opencv2/imgcodecs.hpp>
@@ -11,6 +12,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "render/eval_metrics.h"
 
 namespace loopy::eval {
 namespace {
@@ -57,32 +59,69 @@ void write_text_file(const std::string& path, const std::string& s) {
 
 }  // namespace
 
-std::string markdown_table(const ReportTable& table) {
-    std::vector<std::string> methods;
-    for (const auto& r : table.rows)
-        if (std::find(methods.begin(), methods.end(), r.method) == methods.end())
-            methods.push_back(r.method);
-    std::ostringstream md;
+namespace {
+
+struct MethodColumns {
+    std::string method;
+    int clips = 0;
+    std::vector<std::vector<double>> columns;  // one per metric, one value per clip
+};
+
+std::vector<MethodColumns> columns_by_method(const ReportTable& table) {
+    std::vector<MethodColumns> out;
+    for (const auto& r : table.rows) {
+        auto it = std::find_if(out.begin(), out.end(),
+                               [&](const MethodColumns& m) { return m.method == r.method; });
+        if (it == out.end()) {
+            out.push_back({r.method, 0, std::vector<std::vector<double>>(table.metrics.size())});
+            it = std::prev(out.end());
+        }
+        ++it->clips;
+        for (size_t c = 0; c < it->columns.size(); ++c)
+            it->columns[c].push_back(c < r.values.size() ? r.values[c] : std::nan(""));
+    }
+    return out;
+}
+
+void table_header(std::ostringstream& md, const std::vector<std::string>& metrics) {
     md << "| method | clips |";
-    for (const auto& m : table.metrics)
+    for (const auto& m : metrics)
         md << " " << m << " |";
     md << "\n| --- | ---: |";
-    for (size_t i = 0; i < table.metrics.size(); ++i)
+    for (size_t i = 0; i < metrics.size(); ++i)
         md << " ---: |";
     md << "\n";
-    for (const auto& method : methods) {
-        int clips = 0;
-        std::vector<std::vector<double>> columns(table.metrics.size());
-        for (const auto& r : table.rows) {
-            if (r.method != method) continue;
-            ++clips;
-            for (size_t c = 0; c < columns.size(); ++c)
-                columns[c].push_back(c < r.values.size() ? r.values[c] : std::nan(""));
-        }
-        md << "| " << method << " | " << clips << " |";
-        for (const auto& col : columns)
-            md << " " << mean_cell(col) << " |";
+}
+
+void table_rows(std::ostringstream& md, const std::vector<MethodColumns>& methods,
+                std::string (*cell)(const std::vector<double>&)) {
+    for (const auto& m : methods) {
+        md << "| " << m.method << " | " << m.clips << " |";
+        for (const auto& col : m.columns)
+            md << " " << cell(col) << " |";
         md << "\n";
+    }
+}
+
+std::string standard_error_cell(const std::vector<double>& values) {
+    const double se = standard_error(values);
+    return std::isnan(se) ? "n/a" : number(se, "%.2g");
+}
+
+}  // namespace
+
+std::string markdown_table(const ReportTable& table) {
+    const auto methods = columns_by_method(table);
+    std::ostringstream md;
+    table_header(md, table.metrics);
+    table_rows(md, methods, mean_cell);
+    const bool spread = std::any_of(methods.begin(), methods.end(),
+                                    [](const MethodColumns& m) { return m.clips >= 2; });
+    if (spread) {
+        md << "\nStandard error of each mean (standard deviation over the clips / "
+              "sqrt(clips)):\n\n";
+        table_header(md, table.metrics);
+        table_rows(md, methods, standard_error_cell);
     }
     return md.str();
 }

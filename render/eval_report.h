@@ -21,7 +21,8 @@ struct ReportTable {
 };
 
 // One row per method in order of first appearance: the number of clips and each metric's mean
-// over the clips, ignoring NaN values ("n/a" when all are NaN; "inf" when any is +inf).
+// over the clips, ignoring NaN values ("n/a" when all are NaN; "inf" when any is +inf). When a
+// method has 2 or more clips, a second table follows with each mean's standard error.
 std::string markdown_table(const ReportTable& table);
 // "method,clip,<metrics...>" then one line per row; values printed with %.6g ("inf", "nan").
 std::string csv_table(const ReportTable& table);

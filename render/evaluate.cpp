@@ -156,6 +156,7 @@ EvalSummary evaluate(const std::shared_ptr<Model>& model, const EvalOptions& opt
     report.table.metrics = kMetrics;
     EvalSummary summary;
     double r_model = 0, r_static = 0, r_vae = 0, r_truth = 0;
+    std::vector<double> model_r;
     for (size_t c = 0; c < dirs.size(); ++c) {
         const auto clip = load_clip(dirs[c], model->resolution());
         if (progress) progress(static_cast<int>(c), static_cast<int>(dirs.size()), clip.name);
@@ -170,6 +171,7 @@ EvalSummary evaluate(const std::shared_ptr<Model>& model, const EvalOptions& opt
         report.table.rows.push_back({"VAE round trip", clip.name, vae_scores});
         report.table.rows.push_back({"ground truth", clip.name, truth_scores});
         r_model += model_scores[4];
+        model_r.push_back(model_scores[4]);
         r_static += static_scores[4];
         r_vae += vae_scores[4];
         r_truth += truth_scores[4];
@@ -194,6 +196,7 @@ EvalSummary evaluate(const std::shared_ptr<Model>& model, const EvalOptions& opt
     summary.clips = static_cast<int>(dirs.size());
     summary.markdown = markdown_table(report.table);
     summary.model_mouth_r = r_model / n;
+    summary.model_mouth_r_se = standard_error(model_r);
     summary.static_mouth_r = r_static / n;
     summary.vae_mouth_r = r_vae / n;
     summary.truth_mouth_r = r_truth / n;

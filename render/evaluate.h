@@ -21,7 +21,8 @@ struct EvalSummary {
     int clips = 0;
     std::string markdown;  // the table written to metrics.md
     double model_mouth_r = 0, static_mouth_r = 0, truth_mouth_r = 0;  // means over clips
-    double vae_mouth_r = 0;  // the truth through the checkpoint's VAE: the model's ceiling
+    double vae_mouth_r = 0;       // the truth through the checkpoint's VAE: the model's ceiling
+    double model_mouth_r_se = 0;  // standard error of model_mouth_r over the clips (NaN: 1 clip)
 };
 
 using EvalProgress = std::function<void(int clip, int clips, const std::string& name)>;

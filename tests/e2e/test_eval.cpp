@@ -51,13 +51,15 @@ class EvalTest : public QObject {
         QVERIFY2(summary.truth_mouth_r >= 0.9, std::to_string(summary.truth_mouth_r).c_str());
         QVERIFY(std::abs(summary.static_mouth_r) < 0.2);
         QVERIFY(std::isfinite(summary.vae_mouth_r));
+        // Two clips: the model's mean r comes with its standard error (0 only if both agree).
+        QVERIFY(std::isfinite(summary.model_mouth_r_se) && summary.model_mouth_r_se >= 0);
         // Report files: a Markdown table with the four methods, a CSV row per method and clip,
         // a contact sheet (2 rows) and the mouth plot.
         const fs::path report(options.report);
         std::ifstream md(report / "metrics.md");
         const std::string markdown((std::istreambuf_iterator<char>(md)), {});
-        for (const char* method :
-             {"| model", "| static", "| VAE round trip", "| ground truth", "mouth_r"})
+        for (const char* method : {"| model", "| static", "| VAE round trip", "| ground truth",
+                                   "mouth_r", "Standard error of each mean"})
             QVERIFY2(markdown.find(method) != std::string::npos, markdown.c_str());
         std::ifstream csv(report / "metrics.csv");
         int lines = 0;

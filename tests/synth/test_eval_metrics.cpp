@@ -140,6 +140,17 @@ class EvalMetricsTest : public QObject {
         QCOMPARE(eval::blinks_per_minute(onsets, 30.0), 4.0);
     }
 
+    void standardErrorOfTheMean() {
+        // {1, 2, 3, 4}: sample variance 5/3, so the mean's standard error is sqrt(5/3 / 4).
+        QVERIFY(std::abs(eval::standard_error({1, 2, 3, 4}) - std::sqrt(5.0 / 12.0)) < 1e-12);
+        const double nan = std::nan("");
+        QVERIFY(std::abs(eval::standard_error({1, nan, 2, 3, 4}) - std::sqrt(5.0 / 12.0)) < 1e-12);
+        QCOMPARE(eval::standard_error({0.3, 0.3, 0.3}), 0.0);
+        QVERIFY(std::isnan(eval::standard_error({0.7})));
+        QVERIFY(std::isnan(eval::standard_error({0.7, nan})));
+        QVERIFY(std::isinf(eval::standard_error({1, std::numeric_limits<double>::infinity()})));
+    }
+
     void reportFilesExistAndParse() {
         QTemporaryDir dir;
         eval::ReportInputs in;
@@ -176,6 +187,10 @@ class EvalMetricsTest : public QObject {
         QVERIFY(loopy::test::contains(md, "| method | clips | psnr | ssim | mouth_r |"));
         QVERIFY(loopy::test::contains(md, "| model | 2 | 29.5 | 0.85 | 0.7 |"));
         QVERIFY(loopy::test::contains(md, "| ground truth | 1 | inf | 1 | 1 |"));
+        // The spread table: the model's two clips give standard errors, one clip gives none.
+        QVERIFY2(loopy::test::contains(md, "Standard error of each mean"), md.c_str());
+        QVERIFY2(loopy::test::contains(md, "| model | 2 | 1 | 0.05 | 0.1 |"), md.c_str());
+        QVERIFY2(loopy::test::contains(md, "| static | 1 | n/a | n/a | n/a |"), md.c_str());
         const cv::Mat sheet = cv::imread(files.contact_sheet), plot = cv::imread(files.mouth_plot);
         QCOMPARE(sheet.cols, 140 + 3 * (64 + 4));
         QCOMPARE(sheet.rows, 28 + 2 * (64 + 4));
