@@ -120,6 +120,9 @@ int run_train(const TrainArgs& a) {
     if (group && options.device.is_cuda() && !options.device.has_index())
         options.device = torch::Device(torch::kCUDA, group->options().local_rank);
     model::Trainer trainer(net, options);
+    // A resumed run's own model holds what its --init had.
+    const std::string preview_source = a.resume ? model_path : a.init;
+    if (main_rank && !preview_source.empty()) trainer.keep_preview_decoder(preview_source);
     const int64_t global_batch = a.batch * trainer.world_size();
     int64_t samples = a.resume ? trainer.resume(a.out) : 0;
     if (samples != trainer.steps_done() * global_batch)

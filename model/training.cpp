@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/torch_compat.h"
+#include "model/preview_decoder.h"
 #include "model/temporal_segment.h"
 
 namespace loopy::model {
@@ -492,7 +493,10 @@ void Trainer::save(const std::string& dir, int64_t samples_seen) const {
                            {"loopy.train.stage", std::to_string(static_cast<int>(options_.stage))},
                            {"loopy.train.seed", std::to_string(options_.seed)},
                            {"loopy.train.samples_seen", std::to_string(samples_seen)}};
-    save_loopy_checkpoint((fs::path(dir) / kTrainModelFile).string(), model, meta);
+    Metadata model_meta = kept_metadata_;
+    model_meta.insert(meta.begin(), meta.end());
+    save_loopy_checkpoint((fs::path(dir) / kTrainModelFile).string(), model, model_meta,
+                          kept_tensors_);
 
     auto state = optimizer_.state();
     const auto& params = optimizer_.params();
@@ -502,11 +506,19 @@ void Trainer::save(const std::string& dir, int64_t samples_seen) const {
             tensors[params[i].first] = ema_[i];
             state["ema." + params[i].first] = ema_[i];
         }
+        tensors.insert(kept_tensors_.begin(), kept_tensors_.end());
         auto ema_meta = loopy_metadata(model.config);
-        ema_meta.insert(meta.begin(), meta.end());
+        ema_meta.insert(model_meta.begin(), model_meta.end());
         save_safetensors((fs::path(dir) / kTrainEmaFile).string(), tensors, ema_meta);
     }
     save_safetensors((fs::path(dir) / kTrainStateFile).string(), state, meta);
+}
+
+void Trainer::keep_preview_decoder(const std::string& checkpoint) {
+    if (!has_preview_decoder(checkpoint)) return;
+    const auto preview = load_preview_decoder(checkpoint);
+    kept_tensors_ = preview_decoder_tensors(*preview);
+    kept_metadata_ = preview_decoder_metadata(*preview);
 }
 
 int64_t Trainer::resume(const std::string& dir) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 
+#include "model/preview_decoder.h"
 #include "model/training.h"
 #include "model/vae_training.h"
 #include "pipeline/tiny_model.h"
@@ -169,6 +170,40 @@ class TrainingTest : public QObject {
                  std::string("v_prediction"));
         model::Trainer two(test::random_network(config), fast_options(TrainStage::Video));
         QVERIFY(test::contains(test::error_of([&] { two.resume(dir); }), "stage"));
+        std::filesystem::remove_all(dir);
+    }
+
+    // loopy train never changes the VAE, so the --init checkpoint's preview decoder goes into
+    // every model the run writes (model and EMA), bit for bit; none is made up when it has none.
+    void savesKeepTheInitsPreviewDecoder() {
+        const auto config = test::micro_config();
+        const auto dir = temp_dir("preview").toStdString();
+        std::filesystem::create_directories(dir);
+        const auto with = dir + "/with.safetensors", without = dir + "/without.safetensors";
+        auto net = test::random_network(config);
+        torch::manual_seed(5);
+        model::PreviewDecoder preview(model::preview_decoder_options(config));
+        model::save_loopy_checkpoint(with, *net, model::preview_decoder_metadata(*preview),
+                                     model::preview_decoder_tensors(*preview));
+        model::save_loopy_checkpoint(without, *net);
+        auto opts = fast_options(TrainStage::Video);
+        opts.ema_decay = 0.9;
+        model::Trainer trainer(net, opts);
+        trainer.keep_preview_decoder(with);
+        trainer.save(dir + "/run", 0);
+        const auto expected = model::preview_decoder_tensors(*preview);
+        for (const char* file : {model::kTrainModelFile, model::kTrainEmaFile}) {
+            const auto path = dir + "/run/" + file;
+            QVERIFY2(model::has_preview_decoder(path), path.c_str());
+            const auto kept = model::preview_decoder_tensors(*model::load_preview_decoder(path));
+            QCOMPARE(kept.size(), expected.size());
+            for (const auto& [name, tensor] : expected)
+                QVERIFY2(kept.count(name) && torch::equal(kept.at(name), tensor), name.c_str());
+        }
+        model::Trainer plain(test::random_network(config), opts);
+        plain.keep_preview_decoder(without);
+        plain.save(dir + "/plain", 0);
+        QVERIFY(!model::has_preview_decoder(dir + "/plain/" + model::kTrainModelFile));
         std::filesystem::remove_all(dir);
     }
 
