@@ -548,7 +548,10 @@ int64_t Trainer::load_run(const std::string& dir) {
     const auto model_path = (fs::path(dir) / kTrainModelFile).string();
     Metadata state_meta, model_meta;
     const auto state = load_safetensors(state_path, &state_meta);
-    const auto tensors = load_safetensors(model_path, &model_meta);
+    auto tensors = load_safetensors(model_path, &model_meta);
+    // The preview decoder it keeps is not the network's (keep_preview_decoder reads it).
+    for (auto it = tensors.begin(); it != tensors.end();)
+        it = starts_with(it->first, kPreviewDecoderPrefix) ? tensors.erase(it) : std::next(it);
     const int64_t step = metadata_int(state_meta, "loopy.train.step", state_path);
     if (metadata_int(model_meta, "loopy.train.step", model_path) != step)
         throw Error(dir +

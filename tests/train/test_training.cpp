@@ -174,7 +174,8 @@ class TrainingTest : public QObject {
     }
 
     // loopy train never changes the VAE, so the --init checkpoint's preview decoder goes into
-    // every model the run writes (model and EMA), bit for bit; none is made up when it has none.
+    // every model the run writes (model and EMA), bit for bit, also after --resume; none is made
+    // up when it has none.
     void savesKeepTheInitsPreviewDecoder() {
         const auto config = test::micro_config();
         const auto dir = temp_dir("preview").toStdString();
@@ -191,6 +192,11 @@ class TrainingTest : public QObject {
         model::Trainer trainer(net, opts);
         trainer.keep_preview_decoder(with);
         trainer.save(dir + "/run", 0);
+        // A resumed run reads its own model, preview decoder and all, and keeps it.
+        model::Trainer resumed(test::random_network(config), opts);
+        resumed.resume(dir + "/run");
+        resumed.keep_preview_decoder(dir + "/run/" + model::kTrainModelFile);
+        resumed.save(dir + "/run", 0);
         const auto expected = model::preview_decoder_tensors(*preview);
         for (const char* file : {model::kTrainModelFile, model::kTrainEmaFile}) {
             const auto path = dir + "/run/" + file;
