@@ -57,10 +57,6 @@ void write_text_file(const std::string& path, const std::string& s) {
     write_file_atomically(path, s.data(), s.size());
 }
 
-}  // namespace
-
-namespace {
-
 struct MethodColumns {
     std::string method;
     int clips = 0;
