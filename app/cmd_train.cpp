@@ -12,6 +12,7 @@
 #include "app/train_common.h"
 #include "core/engine.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/system.h"
 #include "model/distributed.h"
 #include "model/loopy_model.h"
@@ -114,6 +115,13 @@ int run_train(const TrainArgs& a) {
     // then gives all of them rank 0's weights.
     auto net = a.resume ? model::LoopyModel(model::read_loopy_config(model_path))
                         : initial_model(a.init, a.config, a.seed);
+    // The demo model predicts v: a fine-tune without --v-prediction would retrain it to the noise.
+    const std::string target = a.v_prediction ? "v_prediction" : "epsilon";
+    if (main_rank && !a.resume && !a.init.empty() && net->prediction_type != target)
+        logger()->warn("{} predicts {}; this run retrains it to predict {} ({} to keep {})", a.init,
+                       net->prediction_type, target,
+                       a.v_prediction ? "drop --v-prediction" : "add --v-prediction",
+                       net->prediction_type);
     auto options = trainer_options(a);
     options.distributed = group;
     // Several processes on one machine: `--device cuda` gives each its own GPU (LOCAL_RANK).
