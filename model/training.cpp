@@ -548,10 +548,7 @@ int64_t Trainer::load_run(const std::string& dir) {
     const auto model_path = (fs::path(dir) / kTrainModelFile).string();
     Metadata state_meta, model_meta;
     const auto state = load_safetensors(state_path, &state_meta);
-    auto tensors = load_safetensors(model_path, &model_meta);
-    // The preview decoder it keeps is not the network's (keep_preview_decoder reads it).
-    for (auto it = tensors.begin(); it != tensors.end();)
-        it = starts_with(it->first, kPreviewDecoderPrefix) ? tensors.erase(it) : std::next(it);
+    const auto tensors = load_safetensors(model_path, &model_meta);
     const int64_t step = metadata_int(state_meta, "loopy.train.step", state_path);
     if (metadata_int(model_meta, "loopy.train.step", model_path) != step)
         throw Error(dir +
@@ -565,7 +562,8 @@ int64_t Trainer::load_run(const std::string& dir) {
     if (loopy_config_from_metadata(model_meta, model_path).to_json() != model_->config.to_json())
         throw Error(model_path + ": its config differs from the model being trained");
 
-    load_state_dict(*model_, tensors, {}, model_path);
+    // The preview decoder it keeps is not the network's (keep_preview_decoder reads it).
+    load_state_dict(*model_, tensors, {"", true, {kPreviewDecoderPrefix}}, model_path);
     optimizer_.load_state(state);
     const auto& params = optimizer_.params();
     for (size_t i = 0; i < ema_.size(); ++i) {
