@@ -28,8 +28,8 @@ GenerationSettings BenchModelArgs::generation() const {
 void add_bench_model_options(CLI::App& cmd, BenchModelArgs& a) {
     cmd.add_option("-c,--checkpoint", a.checkpoint, "Loopy checkpoint (default: random weights)")
         ->check(CLI::ExistingFile);
-    cmd.add_option("--config", a.config, "Random-weight network without --checkpoint")
-        ->check(CLI::IsMember({"tiny", "sd15"}))
+    cmd.add_option("--config", a.config,
+                   "Random-weight network without --checkpoint: tiny, sd15 or a config file (JSON)")
         ->capture_default_str();
     cmd.add_option("--resolution", a.resolution, "Override the config's resolution");
     cmd.add_option("--steps", a.settings.steps, "DDIM steps")->capture_default_str();
@@ -66,7 +66,7 @@ std::shared_ptr<Model> bench_model(const BenchModelArgs& args, const ModelOption
                         " model");
         return Model::load(args.checkpoint, options);
     }
-    auto config = model::LoopyConfig::preset(args.config);
+    auto config = model::LoopyConfig::preset_or_file(args.config);
     if (args.resolution > 0) config.resolution = args.resolution;
     config.validate();
     torch::manual_seed(0);

@@ -15,7 +15,7 @@ model::LoopyModel initial_model(const std::string& init, const std::string& conf
     if (init.empty() == config.empty()) throw Error("give exactly one of --init and --config");
     if (!init.empty()) return model::load_loopy_checkpoint(init);
     torch::manual_seed(seed);
-    return model::LoopyModel(model::LoopyConfig::preset(config));
+    return model::LoopyModel(model::LoopyConfig::preset_or_file(config));
 }
 
 std::string progress_detail(const model::StepStats& stats, double seconds_per_step,
@@ -38,7 +38,9 @@ void add_common(CLI::App* cmd, std::string& data, std::string& init, std::string
             ->required()
             ->check(CLI::ExistingDirectory);
     cmd->add_option("--init", init, "Start from this Loopy checkpoint")->check(CLI::ExistingFile);
-    cmd->add_option("--config", config, "Start from a fresh network of this preset (tiny)");
+    cmd->add_option("--config", config,
+                    "Start from a fresh network of this preset (tiny) or config file (JSON, as "
+                    "loopy info --config-json prints)");
     cmd->add_option("--seed", seed, "Seed of the data order, masks, noise and fresh weights")
         ->capture_default_str();
     cmd->add_option("--threads", threads, "CPU threads (default: all cores)")

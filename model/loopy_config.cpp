@@ -1,5 +1,7 @@
 #include "model/loopy_config.h"
 
+#include <algorithm>
+#include <fstream>
 #include <set>
 
 #include "core/error.h"
@@ -173,6 +175,23 @@ LoopyConfig LoopyConfig::preset(const std::string& name) {
     }
     c.validate();
     return c;
+}
+
+LoopyConfig LoopyConfig::preset_or_file(const std::string& name_or_path) {
+    const auto names = preset_names();
+    if (std::find(names.begin(), names.end(), name_or_path) != names.end())
+        return preset(name_or_path);
+    std::ifstream in(name_or_path);
+    if (!in)
+        throw Error("'" + name_or_path + "' is neither a Loopy configuration (" + names[0] + ", " +
+                    names[1] + ") nor a readable config file");
+    json j;
+    try {
+        j = json::parse(in);
+    } catch (const json::exception& e) {
+        throw Error(name_or_path + ": not JSON (" + e.what() + ")");
+    }
+    return from_json(j);  // strict, and validated
 }
 
 std::vector<std::string> LoopyConfig::preset_names() {

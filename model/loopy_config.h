@@ -70,6 +70,9 @@ struct LoopyConfig {
     // "sd15" (SD 1.5 + wav2vec2-base, 512x512) or "tiny" (the CPU demo network).
     static LoopyConfig preset(const std::string& name);
     static std::vector<std::string> preset_names();
+    // A preset's name, or the path of a JSON file holding a config in the checkpoints' format
+    // (the JSON that `loopy info --config-json` ends with): how a trainer starts a network of another size.
+    static LoopyConfig preset_or_file(const std::string& name_or_path);
 
     // Strict: unknown keys and wrong types throw loopy::Error naming the key; absent Loopy keys
     // keep the defaults above (the sd15 values); unet, vae and audio_encoder are required.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <fstream>
 
 #include "core/error.h"
 #include "model/attention.h"
@@ -65,6 +66,7 @@ class LoopyNetwork : public QObject {
   private Q_SLOTS:
     void config_round_trip();
     void config_rejects_mistakes();
+    void config_from_a_file();
     void tiny_sizes();
     void spatial_positions_locate_tokens();
     void reference_latent_input();
@@ -140,6 +142,36 @@ void LoopyNetwork::config_rejects_mistakes() {
     j["temporal"]["num_attention_heads"] = 2;
     expect_error(j, "spatial_positions");
     QVERIFY_EXCEPTION_THROWN(model::LoopyConfig::preset("sdxl"), Error);
+}
+
+// `--config` takes a preset's name or a config file: what a trainer of another network size writes.
+void LoopyNetwork::config_from_a_file() {
+    QCOMPARE(model::LoopyConfig::preset_or_file("tiny").to_json(),
+             model::LoopyConfig::preset("tiny").to_json());
+    QTemporaryDir dir;
+    QVERIFY(dir.isValid());
+    const auto path = dir.filePath("wide.json").toStdString();
+    auto wide = model::LoopyConfig::preset("tiny").to_json();
+    wide["unet"]["block_out_channels"] = {32, 64, 64};
+    std::ofstream(path) << wide.dump(1);
+    const auto read = model::LoopyConfig::preset_or_file(path);
+    QCOMPARE(read.unet_config().block_out_channels, (std::vector<int64_t>{32, 64, 64}));
+    QCOMPARE(read.to_json(), wide);
+    auto expect_error = [](const std::string& name_or_path, const std::string& needle) {
+        try {
+            model::LoopyConfig::preset_or_file(name_or_path);
+        } catch (const Error& e) {
+            QVERIFY2(std::string(e.what()).find(needle) != std::string::npos, e.what());
+            return;
+        }
+        QFAIL(("accepted " + name_or_path).c_str());
+    };
+    expect_error("sdxl", "neither a Loopy configuration");
+    std::ofstream(path) << "{\"unet\": ";
+    expect_error(path, "not JSON");
+    wide["temporal"]["num_heads"] = 2;  // a typo in the file: named, not ignored
+    std::ofstream(path) << wide.dump();
+    expect_error(path, "temporal.num_heads");
 }
 
 // Attention alone cannot tell where a token is: rolling the image rolls the output. With the
