@@ -31,7 +31,7 @@ namespace fs = std::filesystem;
 // --- train ---
 
 struct TrainArgs {
-    std::string data, out, init, config;
+    std::string data, out, init, config, reuse_from;
     int stage = 2;
     int64_t steps = 1000, batch = 1, checkpoint_every = 500, warmup = 0;
     double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0, mouth_weight = 1.0;
@@ -102,6 +102,10 @@ render::TrainDataset load_training_data(const TrainArgs& a, model::LoopyModelImp
 // rank 0 alone checks and writes --out and shows progress.
 int run_train(const TrainArgs& a) {
     if (a.threads > 0) set_num_threads(a.threads);
+    if (!a.reuse_from.empty() && a.config.empty())
+        throw Error(
+            "--reuse-from goes with --config (a fresh network); --init already starts "
+            "from a whole checkpoint");
     if (a.steps == 0 && a.save_data.empty())
         throw Error("--steps 0 trains nothing: it only writes the data cache of --save-data");
     const auto model_path = (fs::path(a.out) / model::kTrainModelFile).string();
@@ -115,6 +119,7 @@ int run_train(const TrainArgs& a) {
     // then gives all of them rank 0's weights.
     auto net = a.resume ? model::LoopyModel(model::read_loopy_config(model_path))
                         : initial_model(a.init, a.config, a.seed);
+    if (!a.resume && !a.reuse_from.empty()) model::reuse_pretrained_parts(*net, a.reuse_from);
     // The demo model predicts v: a fine-tune without --v-prediction would retrain it to the noise.
     const std::string target = a.v_prediction ? "v_prediction" : "epsilon";
     if (main_rank && !a.resume && !a.init.empty() && net->prediction_type != target)
@@ -128,8 +133,9 @@ int run_train(const TrainArgs& a) {
     if (group && options.device.is_cuda() && !options.device.has_index())
         options.device = torch::Device(torch::kCUDA, group->options().local_rank);
     model::Trainer trainer(net, options);
-    // A resumed run's own model holds what its --init had.
-    const std::string preview_source = a.resume ? model_path : a.init;
+    // A resumed run's own model holds what its --init (or --reuse-from) had.
+    const std::string preview_source =
+        a.resume ? model_path : (a.init.empty() ? a.reuse_from : a.init);
     if (main_rank && !preview_source.empty()) trainer.keep_preview_decoder(preview_source);
     const int64_t global_batch = a.batch * trainer.world_size();
     int64_t samples = a.resume ? trainer.resume(a.out) : 0;
@@ -195,6 +201,11 @@ Runner add_train_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("train", "Train Loopy (stage 1: images, stage 2: video)");
     add_common(cmd, a->data, a->init, a->config, a->seed, a->threads, a->fast, true);
     cmd->add_option("-o,--out", a->out, "Run folder (model, training state, loss.csv)")->required();
+    cmd->add_option("--reuse-from", a->reuse_from,
+                    "With --config: start with this checkpoint's VAE (and preview decoder) and "
+                    "audio encoder, trained beforehand, so a network of another U-Net size trains "
+                    "only its denoiser")
+        ->check(CLI::ExistingFile);
     cmd->add_option("--stage", a->stage, "1: image level, 2: video and audio")
         ->check(CLI::IsMember({1, 2}))
         ->capture_default_str();

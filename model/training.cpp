@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -519,6 +520,23 @@ void Trainer::keep_preview_decoder(const std::string& checkpoint) {
     const auto preview = load_preview_decoder(checkpoint);
     kept_tensors_ = preview_decoder_tensors(*preview);
     kept_metadata_ = preview_decoder_metadata(*preview);
+}
+
+void reuse_pretrained_parts(LoopyModelImpl& net, const std::string& checkpoint) {
+    const auto source = read_loopy_config(checkpoint);
+    for (const auto& [part, ours, theirs] :
+         {std::tuple{"VAE", &net.config.vae, &source.vae},
+          std::tuple{"audio encoder", &net.config.audio_encoder, &source.audio_encoder}})
+        if (*ours != *theirs)
+            throw Error(checkpoint + ": its " + part + " is configured differently (" +
+                        theirs->dump() + ") from the network's (" + ours->dump() + ")");
+    const auto tensors = load_safetensors(checkpoint);
+    LoadOptions vae;
+    vae.prefix = "vae.";
+    load_state_dict(*net.vae, tensors, vae, checkpoint);
+    LoadOptions audio;
+    audio.prefix = "audio_encoder.";
+    load_state_dict(*net.audio_encoder, tensors, audio, checkpoint);
 }
 
 int64_t Trainer::resume(const std::string& dir) {

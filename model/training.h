@@ -243,6 +243,12 @@ class Trainer {
     Metadata kept_metadata_;
 };
 
+// Copies the parts of a Loopy network that are trained beforehand and then kept frozen, the VAE
+// (with its latent scale) and the audio encoder, from `checkpoint` into `net`: a fresh network of
+// another U-Net size then trains only its denoiser, on a data cache encoded with that VAE.
+// Throws unless both parts' configs are the checkpoint's.
+void reuse_pretrained_parts(LoopyModelImpl& net, const std::string& checkpoint);
+
 // The loss log, DIR/loss.csv: "step,loss,lr,seconds" (seconds: the step's wall time). When
 // resuming from step N, rows after N (written after the last checkpoint) are dropped first.
 class LossLog {

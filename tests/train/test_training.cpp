@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <tuple>
 
 #include "model/preview_decoder.h"
 #include "model/training.h"
@@ -210,6 +211,41 @@ class TrainingTest : public QObject {
         plain.keep_preview_decoder(without);
         plain.save(dir + "/plain", 0);
         QVERIFY(!model::has_preview_decoder(dir + "/plain/" + model::kTrainModelFile));
+        std::filesystem::remove_all(dir);
+    }
+
+    void reusedPartsComeFromTheCheckpoint() {
+        // A network of another U-Net width takes the checkpoint's VAE and audio encoder as they
+        // are, and keeps its own fresh denoiser.
+        const auto config = test::micro_config();
+        const auto dir = temp_dir("reuse").toStdString();
+        std::filesystem::create_directories(dir);
+        const auto path = dir + "/pretrained.safetensors";
+        auto pretrained = test::random_network(config, 7);
+        model::save_loopy_checkpoint(path, *pretrained);
+        auto wider_config = config;
+        wider_config.unet["block_out_channels"] = {16, 16};
+        wider_config.validate();
+        auto wider = test::random_network(wider_config, 8);
+        const auto fresh_conv_in = wider->denoising_unet->conv_in->weight.clone();
+        model::reuse_pretrained_parts(*wider, path);
+        for (const auto& [part, ours, theirs] :
+             {std::tuple{"vae.", state_dict(*wider->vae), state_dict(*pretrained->vae)},
+              std::tuple{"audio_encoder.", state_dict(*wider->audio_encoder),
+                         state_dict(*pretrained->audio_encoder)}}) {
+            QVERIFY(!ours.empty());
+            for (const auto& [name, tensor] : theirs)
+                QVERIFY2(torch::equal(ours.at(name), tensor), (part + name).c_str());
+        }
+        QVERIFY(torch::equal(wider->denoising_unet->conv_in->weight, fresh_conv_in));
+        // Another VAE is refused before anything is copied.
+        auto other_vae = wider_config;
+        other_vae.vae["scaling_factor"] = 0.5;
+        auto refused = test::random_network(other_vae, 9);
+        const auto before = state_dict(*refused->audio_encoder);
+        QVERIFY_EXCEPTION_THROWN(model::reuse_pretrained_parts(*refused, path), Error);
+        for (const auto& [name, tensor] : state_dict(*refused->audio_encoder))
+            QVERIFY2(torch::equal(before.at(name), tensor), name.c_str());
         std::filesystem::remove_all(dir);
     }
 
