@@ -71,7 +71,7 @@ struct LoopyConfig {
     static LoopyConfig preset(const std::string& name);
     static std::vector<std::string> preset_names();
     // A preset's name, or the path of a JSON file holding a config in the checkpoints' format
-    // (the JSON that `loopy info --config-json` ends with): how a trainer starts a network of another size.
+    // (the JSON `loopy info --config-json` ends with): a network of another size to train.
     static LoopyConfig preset_or_file(const std::string& name_or_path);
 
     // Strict: unknown keys and wrong types throw loopy::Error naming the key; absent Loopy keys
