@@ -182,9 +182,13 @@ LoopyConfig LoopyConfig::preset_or_file(const std::string& name_or_path) {
     if (std::find(names.begin(), names.end(), name_or_path) != names.end())
         return preset(name_or_path);
     std::ifstream in(name_or_path);
-    if (!in)
-        throw Error("'" + name_or_path + "' is neither a Loopy configuration (" + names[0] + ", " +
-                    names[1] + ") nor a readable config file");
+    if (!in) {
+        std::string known;
+        for (const auto& name : names)
+            known += (known.empty() ? "" : ", ") + name;
+        throw Error("'" + name_or_path + "' is neither a Loopy configuration (" + known +
+                    ") nor a readable config file");
+    }
     json j;
     try {
         j = json::parse(in);
