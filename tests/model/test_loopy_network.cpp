@@ -59,6 +59,18 @@ torch::Tensor run(model::LoopyDenoisingUNet& net, DenoiseInputs in) {
     return net->forward(in);
 }
 
+// Runs `load` and checks that it throws a loopy::Error whose message names `needle`.
+template <typename Load>
+void expect_config_error(Load&& load, const std::string& needle) {
+    try {
+        load();
+    } catch (const Error& e) {
+        QVERIFY2(std::string(e.what()).find(needle) != std::string::npos, e.what());
+        return;
+    }
+    QFAIL(("accepted a config with a bad " + needle).c_str());
+}
+
 }  // namespace
 
 class LoopyNetwork : public QObject {
@@ -103,14 +115,8 @@ void LoopyNetwork::config_round_trip() {
 
 void LoopyNetwork::config_rejects_mistakes() {
     const auto good = model::LoopyConfig::preset("tiny").to_json();
-    auto expect_error = [](nlohmann::json j, const std::string& needle) {
-        try {
-            model::LoopyConfig::from_json(j);
-        } catch (const Error& e) {
-            QVERIFY2(std::string(e.what()).find(needle) != std::string::npos, e.what());
-            return;
-        }
-        QFAIL(("accepted a config with a bad " + needle).c_str());
+    auto expect_error = [](const nlohmann::json& j, const std::string& needle) {
+        expect_config_error([&] { model::LoopyConfig::from_json(j); }, needle);
     };
     auto j = good;
     j["temporal"]["num_heads"] = 4;  // typo
@@ -158,13 +164,7 @@ void LoopyNetwork::config_from_a_file() {
     QCOMPARE(read.unet_config().block_out_channels, (std::vector<int64_t>{32, 64, 64}));
     QCOMPARE(read.to_json(), wide);
     auto expect_error = [](const std::string& name_or_path, const std::string& needle) {
-        try {
-            model::LoopyConfig::preset_or_file(name_or_path);
-        } catch (const Error& e) {
-            QVERIFY2(std::string(e.what()).find(needle) != std::string::npos, e.what());
-            return;
-        }
-        QFAIL(("accepted " + name_or_path).c_str());
+        expect_config_error([&] { model::LoopyConfig::preset_or_file(name_or_path); }, needle);
     };
     expect_error("sdxl", "neither a Loopy configuration");
     std::ofstream(path) << "{\"unet\": ";
