@@ -1,6 +1,7 @@
 #include "model/loopy_config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -182,7 +183,7 @@ LoopyConfig LoopyConfig::preset_or_file(const std::string& name_or_path) {
     if (std::find(names.begin(), names.end(), name_or_path) != names.end())
         return preset(name_or_path);
     std::ifstream in(name_or_path);
-    if (!in) {
+    if (!std::filesystem::is_regular_file(name_or_path) || !in) {
         std::string known;
         for (const auto& name : names)
             known += (known.empty() ? "" : ", ") + name;
@@ -192,7 +193,7 @@ LoopyConfig LoopyConfig::preset_or_file(const std::string& name_or_path) {
     json j;
     try {
         j = json::parse(in);
-    } catch (const json::exception& e) {
+    } catch (const std::exception& e) {  // json::exception, or a read error
         throw Error(name_or_path + ": not JSON (" + e.what() + ")");
     }
     return from_json(j);  // strict, and validated

@@ -167,6 +167,7 @@ void LoopyNetwork::config_from_a_file() {
         expect_config_error([&] { model::LoopyConfig::preset_or_file(name_or_path); }, needle);
     };
     expect_error("sdxl", "neither a Loopy configuration");
+    expect_error(dir.path().toStdString(), "neither a Loopy configuration");  // a folder
     std::ofstream(path) << "{\"unet\": ";
     expect_error(path, "not JSON");
     wide["temporal"]["num_heads"] = 2;  // a typo in the file: named, not ignored
