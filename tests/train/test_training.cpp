@@ -242,10 +242,25 @@ class TrainingTest : public QObject {
         auto other_vae = wider_config;
         other_vae.vae["scaling_factor"] = 0.5;
         auto refused = test::random_network(other_vae, 9);
-        const auto before = state_dict(*refused->audio_encoder);
+        // state_dict() holds the module's own tensors: copies, to see whether they change.
+        auto copies = [](const torch::nn::Module& m) {
+            auto tensors = state_dict(m);
+            for (auto& item : tensors)
+                item.second = item.second.clone();
+            return tensors;
+        };
+        const auto before = copies(*refused->audio_encoder);
         QVERIFY_EXCEPTION_THROWN(model::reuse_pretrained_parts(*refused, path), Error);
         for (const auto& [name, tensor] : state_dict(*refused->audio_encoder))
             QVERIFY2(torch::equal(before.at(name), tensor), name.c_str());
+        // So is another audio encoder, and the VAE, checked first, is not copied either.
+        auto other_audio = wider_config;
+        other_audio.audio_encoder["intermediate_size"] = 48;
+        auto refused_audio = test::random_network(other_audio, 10);
+        const auto vae_before = copies(*refused_audio->vae);
+        QVERIFY_EXCEPTION_THROWN(model::reuse_pretrained_parts(*refused_audio, path), Error);
+        for (const auto& [name, tensor] : state_dict(*refused_audio->vae))
+            QVERIFY2(torch::equal(vae_before.at(name), tensor), name.c_str());
         std::filesystem::remove_all(dir);
     }
 
