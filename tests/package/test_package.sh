@@ -102,7 +102,7 @@ cat render.out render.log
 model=$share/loopy-studio/models/loopy-tiny-demo.safetensors
 grep -qF "using the demo model $model" render.log ||
     fail "the demo model was not the installed one ($model)"
-grep -qF "guidance ratios: audio 12, reference 3 (the checkpoint's recommendation" render.log ||
+grep -qF "guidance ratios: audio 6, reference 1 (the checkpoint's recommendation" render.log ||
     fail "the demo model's recommended guidance (loopy.guidance) was not used"
 frames=$(sed -n 's/^wrote out\.mp4: \([0-9]*\) frames.*/\1/p' render.out)
 [ -n "$frames" ] && [ "$frames" -gt 0 ] || fail "no frames reported"
