@@ -242,14 +242,8 @@ class TrainingTest : public QObject {
         auto other_vae = wider_config;
         other_vae.vae["scaling_factor"] = 0.5;
         auto refused = test::random_network(other_vae, 9);
-        // state_dict() holds the module's own tensors: copies, to see whether they change.
-        auto copies = [](const torch::nn::Module& m) {
-            auto tensors = state_dict(m);
-            for (auto& item : tensors)
-                item.second = item.second.clone();
-            return tensors;
-        };
-        const auto before = copies(*refused->audio_encoder);
+        // Copies (state_dict() holds the module's own tensors), to see whether they change.
+        const auto before = snapshot(*refused->audio_encoder);
         QVERIFY_EXCEPTION_THROWN(model::reuse_pretrained_parts(*refused, path), Error);
         for (const auto& [name, tensor] : state_dict(*refused->audio_encoder))
             QVERIFY2(torch::equal(before.at(name), tensor), name.c_str());
@@ -257,7 +251,7 @@ class TrainingTest : public QObject {
         auto other_audio = wider_config;
         other_audio.audio_encoder["intermediate_size"] = 48;
         auto refused_audio = test::random_network(other_audio, 10);
-        const auto vae_before = copies(*refused_audio->vae);
+        const auto vae_before = snapshot(*refused_audio->vae);
         QVERIFY_EXCEPTION_THROWN(model::reuse_pretrained_parts(*refused_audio, path), Error);
         for (const auto& [name, tensor] : state_dict(*refused_audio->vae))
             QVERIFY2(torch::equal(vae_before.at(name), tensor), name.c_str());
@@ -380,9 +374,7 @@ class TrainingTest : public QObject {
     // is; uniform weights give the plain loss; weights of the wrong shape are refused.
     void vaeDecoderOnlyKeepsTheEncoder() {
         auto vae = test::random_network(test::micro_config())->vae;
-        std::map<std::string, torch::Tensor> before;
-        for (const auto& p : vae->named_parameters())
-            before[p.key()] = p.value().detach().clone();
+        const auto before = snapshot(*vae);
         model::VaeTrainerOptions o;
         o.decoder_only = true;
         o.lr = 1e-3;
@@ -421,9 +413,7 @@ class TrainingTest : public QObject {
     void vaeNonFiniteStepIsSkipped() {
         auto vae = test::random_network(test::micro_config())->vae;
         model::VaeTrainer trainer(vae, model::VaeTrainerOptions{});
-        std::map<std::string, torch::Tensor> before;
-        for (const auto& p : vae->named_parameters())
-            before[p.key()] = p.value().detach().clone();
+        const auto before = snapshot(*vae);
         auto images = torch::rand({2, 3, 32, 32}) * 2 - 1;
         images[0][0][5][5] = std::numeric_limits<float>::quiet_NaN();
         const auto stats = trainer.step(images);
