@@ -35,6 +35,7 @@ struct TrainArgs {
     int stage = 2;
     int64_t steps = 1000, batch = 1, checkpoint_every = 500, warmup = 0;
     double lr = 1e-5, weight_decay = 1e-2, max_grad_norm = 1.0, ema = 0.0, mouth_weight = 1.0;
+    model::MaskProbabilities drop;  // the method's condition-mask probabilities by default
     uint64_t seed = 0;
     bool resume = false, v_prediction = false, fast = false, freeze_audio_encoder = false;
     bool train_image_layers = false;
@@ -66,6 +67,7 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
     o.v_prediction = a.v_prediction;
     o.freeze_audio_encoder = a.freeze_audio_encoder;
     o.train_image_layers = a.train_image_layers;
+    o.masks = a.drop;
     if (o.train_image_layers && o.stage != model::TrainStage::Video)
         throw Error("--train-image-layers is for stage 2 (stage 1 trains them anyway)");
     o.seed = a.seed;
@@ -73,6 +75,22 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
     o.device = parse_device(a.device);  // the engine's check, as `render --device` uses
     o.autocast_bf16 = a.bf16;
     return o;
+}
+
+// Other condition-mask probabilities than the method's are for experiments: say so in the log.
+void warn_if_masks_differ(const model::MaskProbabilities& p) {
+    const model::MaskProbabilities method;
+    std::string changes;
+    const auto add = [&](const char* name, double value, double method_value) {
+        if (value == method_value) return;
+        changes += fmt::format("{}{} {:g} (the method's {:g})", changes.empty() ? "" : ", ", name,
+                               value, method_value);
+    };
+    add("audio", p.audio, method.audio);
+    add("reference", p.reference, method.reference);
+    add("motion", p.motion, method.motion);
+    if (!changes.empty())
+        logger()->warn("condition masks differ from the method's: drop {}", changes);
 }
 
 // --data as a cache file, or (full builds) a folder of clips read and encoded here, with
@@ -133,6 +151,7 @@ int run_train(const TrainArgs& a) {
     if (group && options.device.is_cuda() && !options.device.has_index())
         options.device = torch::Device(torch::kCUDA, group->options().local_rank);
     model::Trainer trainer(net, options);
+    if (main_rank) warn_if_masks_differ(trainer.options().masks);
     // A resumed run's own model holds what its --init (or --reuse-from) had.
     const std::string preview_source =
         a.resume ? model_path : (a.init.empty() ? a.reuse_from : a.init);
@@ -242,6 +261,19 @@ Runner add_train_command(CLI::App& app) {
                     "Weigh the loss on each frame's mouth box (from truth.json) this many times "
                     "more (1: plain mean)")
         ->check(CLI::Range(1.0, 1000.0))
+        ->capture_default_str();
+    // The method's probabilities are the defaults; other values are for experiments.
+    cmd->add_option("--drop-audio", a->drop.audio,
+                    "Probability of dropping the audio (and the motion latent) for an item")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    cmd->add_option("--drop-reference", a->drop.reference,
+                    "Probability of dropping the reference, and with it the motion frames")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    cmd->add_option("--drop-motion", a->drop.motion,
+                    "Probability of dropping the motion frames (independently of the reference)")
+        ->check(CLI::Range(0.0, 1.0))
         ->capture_default_str();
     cmd->add_option("--device", a->device,
                     "Where to train: cpu, cuda or cuda:N (random draws stay on the CPU, so a run "

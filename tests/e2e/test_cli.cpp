@@ -220,6 +220,30 @@ class CliTest : public QObject {
                  "objdump does not list what the full CLI needs");
     }
 
+    void trainTakesOtherMaskProbabilitiesAndSaysSo() {
+        // The trainer reports the probabilities it was given (before the empty folder stops it).
+        const QString folder = QDir::tempPath() + "/loopy-mask-options";
+        QVERIFY(QDir().mkpath(folder));
+        const Run other =
+            loopy_cli({"train", "--data", folder, "--config", "tiny", "--drop-reference", "0.5",
+                       "--drop-motion", "0.4", "-o", folder + "/run"});
+        QVERIFY(other.code != 0);
+        QVERIFY2(other.err.contains("condition masks differ from the method's: drop reference 0.5 "
+                                    "(the method's 0.15)\n"),
+                 qPrintable(other.err));
+        // The method's values by default: no such line.
+        const Run method =
+            loopy_cli({"train", "--data", folder, "--config", "tiny", "-o", folder + "/run"});
+        QVERIFY(method.code != 0);
+        QVERIFY2(method.err.contains("no clip folders"), qPrintable(method.err));
+        QVERIFY2(!method.err.contains("condition masks"), qPrintable(method.err));
+        const Run bad = loopy_cli({"train", "--data", folder, "--config", "tiny", "--drop-audio",
+                                   "1.5", "-o", folder + "/run"});
+        QVERIFY(bad.code != 0);
+        QVERIFY2(bad.err.contains("--drop-audio"), qPrintable(bad.err));
+        QVERIFY(!QFileInfo::exists(folder + "/run"));
+    }
+
     void unknownSubcommandFails() {
         const Run r = loopy_cli({"frobnicate"});
         QVERIFY(r.code != 0);

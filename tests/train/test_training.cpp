@@ -82,6 +82,17 @@ class TrainingTest : public QObject {
         QCOMPARE(m.condition.max().item<int64_t>(), 2);
     }
 
+    void otherMaskProbabilities() {
+        // `loopy train --drop-*`: the same draws against other thresholds.
+        auto gen = at::detail::createCPUGenerator(7);
+        const int64_t n = 40000;
+        const auto m = model::sample_condition_masks(n, gen, {0.0, 0.5, 1.0});
+        const double rate = m.drop_reference.to(torch::kFloat64).mean().item<double>();
+        QVERIFY2(std::abs(rate - 0.5) < 4 * std::sqrt(0.25 / n), qPrintable(QString::number(rate)));
+        QVERIFY(!m.drop_audio.any().item<bool>());
+        QVERIFY(m.drop_motion.all().item<bool>());
+    }
+
     void masksAreSeeded() {
         auto a = at::detail::createCPUGenerator(5), b = at::detail::createCPUGenerator(5);
         const auto x = model::sample_condition_masks(64, a),
