@@ -309,6 +309,34 @@ class StudioTest : public QObject {
         QVERIFY(use->isHidden());
     }
 
+    // On a first start (no saved ratios) the model's recommendation is where the ratios start;
+    // saved ratios win over it, and a model without one starts at the method's 5 / 3.
+    void firstStartUsesTheModelsRecommendation() {
+        const QString tuned = dir_.filePath("tiny64-tuned-first.safetensors");
+        auto net = loopy::test::random_network(loopy::test::tiny_config(64));
+        loopy::model::save_loopy_checkpoint(tuned.toStdString(), *net,
+                                            loopy::model::guidance_metadata({7.0, 1.5}));
+        QSettings().setValue("model/checkpoint", tuned);
+        {
+            MainWindow w;
+            QCOMPARE(w.modelPanel()->checkpoint(), tuned);
+            QCOMPARE(w.guidancePanel()->audioRatio(), 7.0);
+            QCOMPARE(w.guidancePanel()->referenceRatio(), 1.5);
+            w.guidancePanel()->setAudioRatio(4.0);
+        }  // saves 4 / 1.5
+        {
+            MainWindow w;
+            QCOMPARE(w.guidancePanel()->audioRatio(), 4.0);
+            QCOMPARE(w.guidancePanel()->referenceRatio(), 1.5);
+        }
+        QSettings().clear();
+        QSettings().setValue("model/checkpoint", checkpoint_);
+        MainWindow w;
+        QCOMPARE(w.modelPanel()->checkpoint(), checkpoint_);
+        QCOMPARE(w.guidancePanel()->audioRatio(), 5.0);
+        QCOMPARE(w.guidancePanel()->referenceRatio(), 3.0);
+    }
+
     // Each control moved during a generation reaches the running Session (read back from it);
     // a new step count applies from the next clip; Cancel stops the run.
     void guidanceReachesTheSession() {
