@@ -21,13 +21,14 @@ struct BenchModelArgs {
     std::string config = "tiny";
     int resolution = 0;           // > 0: overrides the config's
     std::string cfg = "on";       // "off": one pass (ratios 1 / 1)
-    GenerationSettings settings;  // 4 steps unless --steps
+    GenerationSettings settings;  // 4 steps unless --steps; the method's ratios unless --cfg-*
     ModelOptions model;
     std::string json_out;
 
     BenchModelArgs() { settings.steps = 4; }
     GenerationSettings generation() const;  // `settings` with --cfg applied
-    const char* guidance_name() const { return cfg == "off" ? "off (1 pass)" : "3-pass"; }
+    // "3-pass (audio 5, reference 3)": the passes that run at these ratios, or "off (1 pass)".
+    std::string guidance_name() const;
 };
 // --checkpoint, --config, --resolution, --steps, --decoder, --cfg, --device, --threads, --json.
 void add_bench_model_options(CLI::App& cmd, BenchModelArgs& args);

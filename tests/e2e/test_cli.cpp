@@ -133,6 +133,33 @@ class CliTest : public QObject {
         QCOMPARE(j["config"].toObject()["motion_cache"].toString(), QString("off"));
     }
 
+    // --cfg-audio / --cfg-ref: ratios whose pass weight is zero skip that pass, so 6 / 1 times
+    // two passes a step where the method's 5 / 3 runs three.
+    void benchRenderTimesTheGuidanceRatiosGiven() {
+        QTemporaryDir dir;
+        const auto bench = [&](const QStringList& ratios) {
+            const QString json = dir.filePath("bench.json");
+            const Run r =
+                loopy_cli(QStringList{"bench", "render", "--config", "tiny", "--resolution", "64",
+                                      "--steps", "1", "--seconds", "0.96", "--json", json} +
+                          ratios);
+            QFile f(json);
+            if (r.code != 0 || !f.open(QIODevice::ReadOnly)) qWarning("%s", qPrintable(r.err));
+            return QJsonDocument::fromJson(f.readAll()).object();
+        };
+        const QJsonObject method = bench({}), two = bench({"--cfg-audio", "6", "--cfg-ref", "1"});
+        QCOMPARE(method["config"].toObject()["guidance"].toString(),
+                 QString("3-pass (audio 5, reference 3)"));
+        QCOMPARE(two["config"].toObject()["guidance"].toString(),
+                 QString("2-pass (audio 6, reference 1)"));
+        const double ratio =
+            two["denoise_step_gflop"].toDouble() / method["denoise_step_gflop"].toDouble();
+        QVERIFY2(ratio > 0.55 && ratio < 0.78, qPrintable(QString::number(ratio)));
+        const Run both = loopy_cli({"bench", "render", "--cfg", "off", "--cfg-audio", "6"});
+        QVERIFY(both.code != 0);
+        QVERIFY2(both.err.contains("--cfg excludes --cfg-audio"), qPrintable(both.err));
+    }
+
     // NHWC convolutions (--channels-last) against the plain path on the CPU: same frames within
     // rounding (the two use different kernels, so not always bit for bit).
     void benchRenderChannelsLastMatchesThePlainPath() {
