@@ -30,7 +30,8 @@ struct BenchModelArgs {
     // "3-pass (audio 5, reference 3)": the passes that run at these ratios, or "off (1 pass)".
     std::string guidance_name() const;
 };
-// --checkpoint, --config, --resolution, --steps, --decoder, --cfg, --device, --threads, --json.
+// --checkpoint, --config, --resolution, --steps, --decoder, --cfg, --cfg-audio, --cfg-ref,
+// --device, --threads, --json.
 void add_bench_model_options(CLI::App& cmd, BenchModelArgs& args);
 // The model the arguments name, loaded or made with `options`. Throws if --resolution differs
 // from a checkpoint's.

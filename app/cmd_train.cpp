@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
@@ -80,17 +81,17 @@ model::TrainerOptions trainer_options(const TrainArgs& a) {
 // Other condition-mask probabilities than the method's are for experiments: say so in the log.
 void warn_if_masks_differ(const model::MaskProbabilities& p) {
     const model::MaskProbabilities method;
-    std::string changes;
+    std::ostringstream changes;
     const auto add = [&](const char* name, double value, double method_value) {
         if (value == method_value) return;
-        changes += fmt::format("{}{} {:g} (the method's {:g})", changes.empty() ? "" : ", ", name,
-                               value, method_value);
+        if (changes.tellp() > 0) changes << ", ";
+        changes << name << ' ' << value << " (the method's " << method_value << ')';
     };
     add("audio", p.audio, method.audio);
     add("reference", p.reference, method.reference);
     add("motion", p.motion, method.motion);
-    if (!changes.empty())
-        logger()->warn("condition masks differ from the method's: drop {}", changes);
+    if (changes.tellp() > 0)
+        logger()->warn("condition masks differ from the method's: drop {}", changes.str());
 }
 
 // --data as a cache file, or (full builds) a folder of clips read and encoded here, with
