@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "app/commands.h"
 #include "app/progress_bar.h"
@@ -263,19 +264,16 @@ Runner add_train_command(CLI::App& app) {
                     "more (1: plain mean)")
         ->check(CLI::Range(1.0, 1000.0))
         ->capture_default_str();
-    // The method's probabilities are the defaults; other values are for experiments.
-    cmd->add_option("--drop-audio", a->drop.audio,
-                    "Probability of dropping the audio (and the motion latent) for an item")
-        ->check(CLI::Range(0.0, 1.0))
-        ->capture_default_str();
-    cmd->add_option("--drop-reference", a->drop.reference,
-                    "Probability of dropping the reference, and with it the motion frames")
-        ->check(CLI::Range(0.0, 1.0))
-        ->capture_default_str();
-    cmd->add_option("--drop-motion", a->drop.motion,
-                    "Probability of dropping the motion frames (independently of the reference)")
-        ->check(CLI::Range(0.0, 1.0))
-        ->capture_default_str();
+    // Condition-mask probabilities: the method's by default; other values are for experiments.
+    for (auto [name, p, what] :
+         {std::tuple{"--drop-audio", &a->drop.audio, "the audio (and the motion latent)"},
+          std::tuple{"--drop-reference", &a->drop.reference,
+                     "the reference, and with it the motion frames"},
+          std::tuple{"--drop-motion", &a->drop.motion,
+                     "the motion frames (independently of the reference)"}})
+        cmd->add_option(name, *p, std::string("Per item, the probability of dropping ") + what)
+            ->check(CLI::Range(0.0, 1.0))
+            ->capture_default_str();
     cmd->add_option("--device", a->device,
                     "Where to train: cpu, cuda or cuda:N (random draws stay on the CPU, so a run "
                     "draws the same on any device)")
