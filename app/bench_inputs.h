@@ -21,12 +21,13 @@ struct BenchModelArgs {
     std::string config = "tiny";
     int resolution = 0;           // > 0: overrides the config's
     std::string cfg = "on";       // "off": one pass (ratios 1 / 1)
+    bool ratios_given = false;    // --cfg-audio or --cfg-ref (an error with --cfg off)
     GenerationSettings settings;  // 4 steps unless --steps; the method's ratios unless --cfg-*
     ModelOptions model;
     std::string json_out;
 
     BenchModelArgs() { settings.steps = 4; }
-    GenerationSettings generation() const;  // `settings` with --cfg applied
+    GenerationSettings generation() const;  // `settings` with --cfg applied; throws on a clash
     // "3-pass (audio 5, reference 3)": the passes that run at these ratios, or "off (1 pass)".
     std::string guidance_name() const;
 };

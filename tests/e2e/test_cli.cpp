@@ -155,9 +155,13 @@ class CliTest : public QObject {
         const double ratio =
             two["denoise_step_gflop"].toDouble() / method["denoise_step_gflop"].toDouble();
         QVERIFY2(ratio > 0.55 && ratio < 0.78, qPrintable(QString::number(ratio)));
-        const Run both = loopy_cli({"bench", "render", "--cfg", "off", "--cfg-audio", "6"});
-        QVERIFY(both.code != 0);
-        QVERIFY2(both.err.contains("--cfg excludes --cfg-audio"), qPrintable(both.err));
+        QCOMPARE(bench({"--cfg", "on", "--cfg-ref", "1", "--cfg-audio", "6"})["config"]
+                     .toObject()["guidance"]
+                     .toString(),
+                 QString("2-pass (audio 6, reference 1)"));
+        const Run off = loopy_cli({"bench", "render", "--cfg", "off", "--cfg-audio", "6"});
+        QVERIFY(off.code != 0);
+        QVERIFY2(off.err.contains("--cfg off times one pass"), qPrintable(off.err));
     }
 
     // NHWC convolutions (--channels-last) against the plain path on the CPU: same frames within
