@@ -43,8 +43,10 @@ class GuidancePanel : public QGroupBox {
     // and falls back to the full VAE decoder.
     void setPreviewAvailable(bool available);
     // The checkpoint's recommended ratios, offered with a button that applies them; hidden for a
-    // checkpoint without any. The user's ratios are never changed without that click.
+    // checkpoint without any. The panel never changes the user's ratios without that click
+    // (MainWindow starts from them on a first start).
     void setRecommendation(const std::optional<RecommendedGuidance>& recommended);
+    const std::optional<RecommendedGuidance>& recommendation() const { return recommended_; }
     void randomizeSeed();
 
     static constexpr double kMaxRatio = 15.0;

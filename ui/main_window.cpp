@@ -721,14 +721,17 @@ void MainWindow::loadSettings() {
     model_->setDevice(s.value(QStringLiteral("model/device"), QStringLiteral("cpu")).toString());
     model_->setThreads(s.value(QStringLiteral("model/threads"), 0).toInt());
     // First start: the model's own ratios where it recommends some (the demo model does), else
-    // the method's 5 / 3. Saved ratios win; another model later is only offered its own.
-    const auto recommended = EngineWorker::recommendedGuidance(model_->checkpoint());
-    guidance_->setAudioRatio(s.value(QStringLiteral("guidance/audio_ratio"),
-                                     recommended ? recommended->audio_ratio : 5.0)
-                                 .toDouble());
-    guidance_->setReferenceRatio(s.value(QStringLiteral("guidance/reference_ratio"),
-                                         recommended ? recommended->reference_ratio : 3.0)
-                                     .toDouble());
+    // the panel's defaults (the method's 5 / 3). Saved ratios win; another model later is only
+    // offered its own. setCheckpoint above has given the panel the recommendation.
+    const auto& recommended = guidance_->recommendation();
+    guidance_->setAudioRatio(
+        s.value(QStringLiteral("guidance/audio_ratio"),
+                recommended ? recommended->audio_ratio : guidance_->audioRatio())
+            .toDouble());
+    guidance_->setReferenceRatio(
+        s.value(QStringLiteral("guidance/reference_ratio"),
+                recommended ? recommended->reference_ratio : guidance_->referenceRatio())
+            .toDouble());
     guidance_->setSteps(s.value(QStringLiteral("guidance/steps"), 25).toInt());
     guidance_->setLiveSteps(s.value(QStringLiteral("guidance/live_steps"), 4).toInt());
     guidance_->setSeed(s.value(QStringLiteral("guidance/seed"), 0).toULongLong());
