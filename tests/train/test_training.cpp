@@ -29,6 +29,14 @@ std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& module) {
     return out;
 }
 
+// The share of set flags lies within four standard errors of the probability p.
+void verify_rate(const torch::Tensor& flags, double p, const char* what) {
+    const double rate = flags.to(torch::kFloat64).mean().item<double>();
+    const double sigma = std::sqrt(p * (1 - p) / static_cast<double>(flags.numel()));
+    QVERIFY2(std::abs(rate - p) < 4 * sigma,
+             qPrintable(QString("%1: %2 vs %3").arg(what).arg(rate).arg(p)));
+}
+
 bool is_temporal_or_audio(const std::string& name) {
     return test::contains(name, "inter_clip_temporal") ||
            test::contains(name, "audio_attentions") || test::contains(name, "motion_modules") ||
@@ -63,21 +71,15 @@ class TrainingTest : public QObject {
         auto gen = at::detail::createCPUGenerator(123);
         const int64_t n = 40000;
         const auto m = model::sample_condition_masks(n, gen);
-        auto check = [&](const torch::Tensor& flags, double p, const char* what) {
-            const double rate = flags.to(torch::kFloat64).mean().item<double>();
-            const double sigma = std::sqrt(p * (1 - p) / static_cast<double>(n));
-            QVERIFY2(std::abs(rate - p) < 4 * sigma,
-                     qPrintable(QString("%1: %2 vs %3").arg(what).arg(rate).arg(p)));
-        };
-        check(m.drop_audio, 0.10, "audio");
-        check(m.drop_reference, 0.15, "reference");
-        check(m.drop_motion, 0.40, "motion");
+        verify_rate(m.drop_audio, 0.10, "audio");
+        verify_rate(m.drop_reference, 0.15, "reference");
+        verify_rate(m.drop_motion, 0.40, "motion");
         // The model drops motion frames with the reference too: 1 - 0.85 * 0.6.
-        check(m.drop_motion | m.drop_reference, 1 - 0.85 * 0.6, "motion effective");
+        verify_rate(m.drop_motion | m.drop_reference, 1 - 0.85 * 0.6, "motion effective");
         // Independence: both audio and reference dropped at 0.10 * 0.15.
-        check(m.drop_audio & m.drop_reference, 0.015, "audio and reference");
+        verify_rate(m.drop_audio & m.drop_reference, 0.015, "audio and reference");
         for (int64_t c = 0; c < 3; ++c)
-            check(m.condition == c, 1.0 / 3.0, "condition");
+            verify_rate(m.condition == c, 1.0 / 3.0, "condition");
         QCOMPARE(m.condition.min().item<int64_t>(), 0);
         QCOMPARE(m.condition.max().item<int64_t>(), 2);
     }
@@ -87,8 +89,7 @@ class TrainingTest : public QObject {
         auto gen = at::detail::createCPUGenerator(7);
         const int64_t n = 40000;
         const auto m = model::sample_condition_masks(n, gen, {0.0, 0.5, 1.0});
-        const double rate = m.drop_reference.to(torch::kFloat64).mean().item<double>();
-        QVERIFY2(std::abs(rate - 0.5) < 4 * std::sqrt(0.25 / n), qPrintable(QString::number(rate)));
+        verify_rate(m.drop_reference, 0.5, "reference");
         QVERIFY(!m.drop_audio.any().item<bool>());
         QVERIFY(m.drop_motion.all().item<bool>());
     }
