@@ -15,6 +15,7 @@
 #include "core/safetensors.h"
 #include "core/system.h"
 #include "model/audio_pretraining.h"
+#include "model/guidance.h"
 #include "model/loopy_model.h"
 #include "model/pixels.h"
 #include "model/preview_decoder.h"
@@ -116,6 +117,18 @@ std::vector<render::TrainClip> read_clips(const std::string& dir, int64_t resolu
 
 int run_distill_preview(const TrainVaeArgs& a);
 
+// What train-vae writes beside the tensors. --decoder-only leaves the encoder, so the latents and
+// the denoiser trained on them, as they were: the guidance ratios chosen for that denoiser
+// (loopy.guidance) still hold, so they are kept.
+Metadata vae_metadata(const TrainVaeArgs& a) {
+    Metadata meta = {{"loopy.train.vae_steps", std::to_string(a.steps)}};
+    if (!a.decoder_only || a.init.empty()) return meta;
+    const auto guidance =
+        model::recommended_guidance(safetensors::File::open(a.init).header.metadata, a.init);
+    if (guidance) meta.merge(model::guidance_metadata(*guidance));
+    return meta;
+}
+
 int run_train_vae(const TrainVaeArgs& a) {
     if (a.preview) return run_distill_preview(a);
     if (a.threads > 0) set_num_threads(a.threads);
@@ -132,7 +145,7 @@ int run_train_vae(const TrainVaeArgs& a) {
     if (!(a.mouth_weight >= 1.0)) throw Error("--mouth-weight must be >= 1");
     model::VaeTrainer trainer(net->vae, o);
     const auto start = Clock::now();
-    const Metadata meta = {{"loopy.train.vae_steps", std::to_string(a.steps)}};
+    const Metadata meta = vae_metadata(a);
     const auto stats = run_steps(
         "train-vae", a.steps, a.checkpoint_every,
         [&] {

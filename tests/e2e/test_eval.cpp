@@ -8,6 +8,8 @@
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 
+#include "model/guidance.h"
+#include "model/loopy_model.h"
 #include "pipeline/tiny_model.h"
 #include "render/evaluate.h"
 #include "render/synth_dataset.h"
@@ -103,34 +105,27 @@ class EvalTest : public QObject {
     }
 
     // `train-vae --decoder-only --mouth-weight`: the encoder and the latent scale stay (a
-    // diffusion model trained on those latents stays valid); the decoder moves.
+    // diffusion model trained on those latents stays valid); the decoder moves, and the guidance
+    // ratios recommended for that diffusion model are kept.
     void cliTrainVaeDecoderOnly() {
+        const std::string tuned = dir_.filePath("tuned.safetensors").toStdString();
+        model::save_loopy_checkpoint(tuned, *model::load_loopy_checkpoint(checkpoint_),
+                                     model::guidance_metadata({7.0, 1.5}));
         const QString out = dir_.filePath("decoder-only.safetensors");
         QProcess p;
-        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", {"train-vae",
-                                                           "--init",
-                                                           checkpoint_.c_str(),
-                                                           "--data",
-                                                           data_.c_str(),
-                                                           "--out",
-                                                           out,
-                                                           "--decoder-only",
-                                                           "--mouth-weight",
-                                                           "4",
-                                                           "--steps",
-                                                           "2",
-                                                           "--batch",
-                                                           "2",
-                                                           "--lr",
-                                                           "1e-3",
-                                                           "--seed",
-                                                           "7",
-                                                           "--threads",
-                                                           "1"});
+        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy",
+                {"train-vae",      "--init", tuned.c_str(), "--data",
+                 data_.c_str(),    "--out",  out,           "--decoder-only",
+                 "--mouth-weight", "4",      "--steps",     "2",
+                 "--batch",        "2",      "--lr",        "1e-3",
+                 "--seed",         "7",      "--threads",   "1"});
         QVERIFY(p.waitForFinished(600000));
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         auto before = Model::load(checkpoint_);
         auto after = Model::load(out.toStdString());
+        QVERIFY(after->recommended_guidance().has_value());
+        QCOMPARE(after->recommended_guidance()->audio, 7.0);
+        QCOMPARE(after->recommended_guidance()->reference, 1.5);
         const auto& vae_before = *before->network().vae;
         const auto& vae_after = *after->network().vae;
         QCOMPARE(vae_after.config.scaling_factor, vae_before.config.scaling_factor);
