@@ -1,5 +1,5 @@
-// `loopy eval [--checkpoint C] --data DIR --report OUT [--steps ...]`: scores a model on held-out
-// synthetic clips against the static and ground-truth baselines.
+// `loopy eval [--checkpoint C] --data DIR --report OUT [--steps ... --decoder full|preview]`:
+// scores a model on held-out synthetic clips against the static and ground-truth baselines.
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -45,7 +45,7 @@ int run_eval(EvalArgs& args) {
               << ", ground truth " << summary.truth_mouth_r << " (" << summary.clips
               << " clips; guidance audio " << args.options.settings.audio_ratio << ", reference "
               << args.options.settings.reference_ratio << ", " << args.options.settings.steps
-              << " steps"
+              << " steps, " << decoder_name(args.options.settings.decoder) << " decoder"
               << (std::isnan(summary.model_mouth_r_se) ? "" : "; \u00b1 its standard error")
               << "); report in " << args.options.report << "\n";
     return 0;
@@ -69,6 +69,10 @@ Runner add_eval_command(CLI::App& app) {
     cmd->add_option("--steps", s.steps, "DDIM steps")->capture_default_str();
     args->guidance = add_guidance_options(*cmd, s);
     cmd->add_option("--seed", s.seed, "Noise seed")->capture_default_str();
+    // The live preview's decoder can be scored too; the "VAE round trip" row stays the full VAE's.
+    add_decoder_option(*cmd, s.decoder,
+                       "The model's frames through full: the VAE decoder (default) or preview: the "
+                       "fast preview decoder, as the live preview shows them");
     cmd->add_option("--max-clips", args->options.max_clips, "Evaluate at most this many clips");
     cmd->add_option("--device", args->model.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--threads", args->model.threads, "CPU threads (default: all cores)");

@@ -10,6 +10,7 @@
 
 #include "model/guidance.h"
 #include "model/loopy_model.h"
+#include "model/preview_decoder.h"
 #include "pipeline/tiny_model.h"
 #include "render/evaluate.h"
 #include "render/synth_dataset.h"
@@ -89,9 +90,48 @@ class EvalTest : public QObject {
         const QString out = p.readAllStandardOutput();
         QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
         // The test checkpoint recommends no ratios: the method's, as the summary says.
-        QVERIFY2(out.contains("mouth-opening correlation r") &&
-                     out.contains("(1 clips; guidance audio 5, reference 3, 1 steps)"),
-                 qPrintable(out));
+        QVERIFY2(
+            out.contains("mouth-opening correlation r") &&
+                out.contains("(1 clips; guidance audio 5, reference 3, 1 steps, full decoder)"),
+            qPrintable(out));
+    }
+
+    // `eval --decoder preview` scores the frames as the live preview draws them: the model's row
+    // changes (the same noise and network, another decoder), and a checkpoint without a preview
+    // decoder is refused with a message.
+    void cliScoresThePreviewDecoder() {
+        auto run = [&](const std::string& checkpoint, const QString& report) {
+            QProcess p;
+            p.start(
+                QString(LOOPY_BINARY_DIR) + "/app/loopy",
+                {"eval", "--checkpoint", checkpoint.c_str(), "--data", data_.c_str(), "--report",
+                 report, "--steps", "1", "--max-clips", "1", "--decoder", "preview"});
+            p.waitForFinished(600000);
+            return std::make_pair(p.exitCode(),
+                                  QString(p.readAllStandardOutput()) + p.readAllStandardError());
+        };
+        const auto refused = run(checkpoint_, dir_.filePath("no-preview"));
+        QVERIFY2(refused.first != 0 && refused.second.contains("preview decoder"),
+                 qPrintable(refused.second));
+
+        const std::string with_preview = dir_.filePath("with-preview.safetensors").toStdString();
+        auto net = model::load_loopy_checkpoint(checkpoint_);
+        const auto preview = test::random_preview(net->config, 3);
+        model::save_loopy_checkpoint(with_preview, *net, model::preview_decoder_metadata(*preview),
+                                     model::preview_decoder_tensors(*preview));
+        const auto scored = run(with_preview, dir_.filePath("preview-report"));
+        QVERIFY2(scored.first == 0 && scored.second.contains("1 steps, preview decoder)"),
+                 qPrintable(scored.second));
+        auto model_row = [](const QString& report) {
+            std::ifstream csv(fs::path(report.toStdString()) / "metrics.csv");
+            for (std::string line; std::getline(csv, line);)
+                if (line.rfind("model,", 0) == 0) return line;
+            return std::string();
+        };
+        const auto full = model_row(dir_.filePath("cli-report"));
+        const auto previewed = model_row(dir_.filePath("preview-report"));
+        QVERIFY2(!full.empty() && !previewed.empty() && full != previewed,
+                 (full + " | " + previewed).c_str());
     }
 
     // The tiny preset feeds the reference latent to the denoiser's conv_in; `info` says so.
