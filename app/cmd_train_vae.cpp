@@ -179,22 +179,27 @@ int run_train_vae(const TrainVaeArgs& a) {
 
 // --- train-vae --preview ---
 
-// The full decoder's output for `n` frames of `clips` (picked by seed), in chunks with progress.
+// The full decoder's output for `n` frames of `clips` (picked by seed), in chunks with progress,
+// with each frame's mouth box weighted `mouth_weight` times.
 model::PreviewTargets teacher_targets(model::AutoencoderKLImpl& vae,
                                       const std::vector<render::TrainClip>& clips, uint64_t seed,
-                                      int64_t n, const std::string& what) {
+                                      int64_t n, const std::string& what,
+                                      double mouth_weight = 1.0) {
     ProgressBar bar(what);
-    std::vector<torch::Tensor> latents, images;
+    std::vector<torch::Tensor> latents, images, weights;
     constexpr int64_t kChunk = 64;
     for (int64_t i = 0; i < n; i += kChunk) {
-        const auto t =
-            model::preview_targets(vae, vae_batch(clips, seed, i, std::min(kChunk, n - i)).images);
+        const auto frames = vae_batch(clips, seed, i, std::min(kChunk, n - i), mouth_weight);
+        const auto t = model::preview_targets(vae, frames.images);
         latents.push_back(t.latents);
         images.push_back(t.images);
+        if (frames.weights.defined()) weights.push_back(frames.weights);
         bar.update(static_cast<double>(std::min(i + kChunk, n)) / n, "full VAE decoder");
     }
     bar.finish();
-    return {torch::cat(latents), torch::cat(images)};
+    model::PreviewTargets targets{torch::cat(latents), torch::cat(images), {}};
+    if (!weights.empty()) targets.weights = torch::cat(weights);
+    return targets;
 }
 
 // Samples first .. first + n - 1 of the pool, picked by (seed, sample).
@@ -205,7 +210,8 @@ model::PreviewTargets pool_batch(const model::PreviewTargets& pool, uint64_t see
         picks.push_back(static_cast<int64_t>(mix(seed ^ mix(static_cast<uint64_t>(first + i) + 1)) %
                                              static_cast<uint64_t>(pool.latents.size(0))));
     const auto index = torch::tensor(picks, torch::kLong);
-    return {pool.latents.index_select(0, index), pool.images.index_select(0, index)};
+    return {pool.latents.index_select(0, index), pool.images.index_select(0, index),
+            pool.weights.defined() ? pool.weights.index_select(0, index) : torch::Tensor()};
 }
 
 // The init checkpoint's metadata (its training record) plus the preview decoder's.
@@ -226,8 +232,9 @@ int run_distill_preview(const TrainVaeArgs& a) {
     if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
     auto net = model::load_loopy_checkpoint(a.init);
     auto& vae = *net->vae;
-    const auto pool =
-        teacher_targets(vae, read_clips(a.data, net->config.resolution), a.seed, a.pool, "teacher");
+    if (!(a.mouth_weight >= 1.0)) throw Error("--mouth-weight must be >= 1");
+    const auto pool = teacher_targets(vae, read_clips(a.data, net->config.resolution), a.seed,
+                                      a.pool, "teacher", a.mouth_weight);
     model::PreviewTargets held_out;
     if (!a.eval_data.empty())
         held_out = teacher_targets(vae, read_clips(a.eval_data, net->config.resolution),

@@ -123,14 +123,14 @@ PreviewTargets preview_targets(AutoencoderKLImpl& vae, const torch::Tensor& imag
         decoded.push_back(vae.decode(mode));
     }
     vae.train(training);
-    return {torch::cat(latents), torch::cat(decoded)};
+    return {torch::cat(latents), torch::cat(decoded), {}};
 }
 
 torch::Tensor preview_loss(PreviewDecoderImpl& preview, const PreviewTargets& batch,
                            const PreviewLossOptions& options) {
-    const auto out = preview.forward(batch.latents);
-    return options.mse_weight * torch::mse_loss(out, batch.images) +
-           options.l1_weight * torch::l1_loss(out, batch.images);
+    const auto error = preview.forward(batch.latents) - batch.images;
+    return options.mse_weight * weighted_mean(error.pow(2), batch.weights) +
+           options.l1_weight * weighted_mean(error.abs(), batch.weights);
 }
 
 double preview_psnr(PreviewDecoderImpl& preview, const PreviewTargets& targets) {

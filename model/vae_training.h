@@ -77,6 +77,9 @@ class VaeTrainer {
 struct PreviewTargets {
     torch::Tensor latents;  // [N, C, h, w]
     torch::Tensor images;   // [N, 3, H, W], the full decoder's output
+    // [N, 1, H, W] or undefined (uniform): the loss becomes a weighted mean, as vae_loss's, so
+    // that a mouth box weighted more keeps the few mouth-interior pixels a plain mean blurs away.
+    torch::Tensor weights;
 };
 PreviewTargets preview_targets(AutoencoderKLImpl& vae, const torch::Tensor& images);
 

@@ -109,7 +109,8 @@ class PreviewDecoderTest : public QObject {
             const auto index = torch::randint(256, {32}, torch::kLong);
             losses.push_back(distiller
                                  .step({train.latents.index_select(0, index),
-                                        train.images.index_select(0, index)})
+                                        train.images.index_select(0, index),
+                                        {}})
                                  .loss);
         }
         const double first = losses.front(), last = losses.back();
@@ -122,6 +123,35 @@ class PreviewDecoderTest : public QObject {
             distilled < 0.6 && distilled < untrained / 2,
             qPrintable(QString("relative error %1 (untrained %2)").arg(distilled).arg(untrained)));
         QVERIFY(model::preview_psnr(*preview, held_out) > 17.0);
+    }
+
+    // `train-vae --preview --mouth-weight W`: with weights the loss is a weighted mean. Weights
+    // that are zero outside a box give the loss of the box alone; undefined weights, the plain
+    // mean over every pixel.
+    void weightedDistillationLoss() {
+        const auto config = test::micro_config();
+        auto preview = test::random_preview(config, 4);
+        torch::manual_seed(9);
+        model::PreviewTargets batch{
+            torch::randn({2, 4, 4, 4}), torch::rand({2, 3, kSize, kSize}) * 2 - 1, {}};
+        const model::PreviewLossOptions options;
+        torch::NoGradGuard no_grad;
+        const auto out = preview->forward(batch.latents);
+        auto plain = [&](const torch::Tensor& a, const torch::Tensor& b) {
+            return (options.mse_weight * torch::mse_loss(a, b) +
+                    options.l1_weight * torch::l1_loss(a, b))
+                .item<double>();
+        };
+        QVERIFY(std::abs(model::preview_loss(*preview, batch, options).item<double>() -
+                         plain(out, batch.images)) < 1e-6);
+        batch.weights = torch::zeros({2, 1, kSize, kSize});
+        batch.weights.narrow(2, 4, 6).narrow(3, 8, 5).fill_(7.0);
+        const auto box = [](const torch::Tensor& t) { return t.narrow(2, 4, 6).narrow(3, 8, 5); };
+        const double weighted = model::preview_loss(*preview, batch, options).item<double>();
+        const double expected = plain(box(out), box(batch.images));
+        QVERIFY2(std::abs(weighted - expected) < 1e-5 * expected,
+                 qPrintable(QString("%1 against %2").arg(weighted).arg(expected)));
+        QVERIFY(std::abs(weighted - plain(out, batch.images)) > 1e-3);
     }
 
     void checkpointRoundTrip() {
