@@ -130,6 +130,7 @@ Metadata vae_metadata(const TrainVaeArgs& a) {
 }
 
 int run_train_vae(const TrainVaeArgs& a) {
+    if (!(a.mouth_weight >= 1.0)) throw Error("--mouth-weight must be >= 1");
     if (a.preview) return run_distill_preview(a);
     if (a.threads > 0) set_num_threads(a.threads);
     if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
@@ -142,7 +143,6 @@ int run_train_vae(const TrainVaeArgs& a) {
     o.seed = a.seed;
     o.reproducible = !a.fast;
     o.decoder_only = a.decoder_only;
-    if (!(a.mouth_weight >= 1.0)) throw Error("--mouth-weight must be >= 1");
     model::VaeTrainer trainer(net->vae, o);
     const auto start = Clock::now();
     const Metadata meta = vae_metadata(a);
@@ -232,7 +232,6 @@ int run_distill_preview(const TrainVaeArgs& a) {
     if (fs::exists(a.out) && !a.force) throw Error(a.out + " exists (pass --force to replace it)");
     auto net = model::load_loopy_checkpoint(a.init);
     auto& vae = *net->vae;
-    if (!(a.mouth_weight >= 1.0)) throw Error("--mouth-weight must be >= 1");
     const auto pool = teacher_targets(vae, read_clips(a.data, net->config.resolution), a.seed,
                                       a.pool, "teacher", a.mouth_weight);
     model::PreviewTargets held_out;

@@ -100,36 +100,33 @@ class EvalTest : public QObject {
     // changes (the same noise and network, another decoder), and a checkpoint without a preview
     // decoder is refused with a message.
     void cliScoresThePreviewDecoder() {
-        auto run = [&](const std::string& checkpoint, const QString& report) {
+        auto run = [&](const std::string& checkpoint, const char* decoder) {
+            const QString report = dir_.filePath(QString("decoder-") + decoder);
             QProcess p;
-            p.start(
-                QString(LOOPY_BINARY_DIR) + "/app/loopy",
-                {"eval", "--checkpoint", checkpoint.c_str(), "--data", data_.c_str(), "--report",
-                 report, "--steps", "1", "--max-clips", "1", "--decoder", "preview"});
+            p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy",
+                    {"eval", "--checkpoint", checkpoint.c_str(), "--data", data_.c_str(),
+                     "--report", report, "--steps", "1", "--max-clips", "1", "--decoder", decoder});
             p.waitForFinished(600000);
-            return std::make_pair(p.exitCode(),
-                                  QString(p.readAllStandardOutput()) + p.readAllStandardError());
+            std::string model_row;  // the model's metrics.csv line
+            std::ifstream csv(fs::path(report.toStdString()) / "metrics.csv");
+            for (std::string line; std::getline(csv, line);)
+                if (line.rfind("model,", 0) == 0) model_row = line;
+            return std::make_tuple(p.exitCode(),
+                                   QString(p.readAllStandardOutput()) + p.readAllStandardError(),
+                                   model_row);
         };
-        const auto refused = run(checkpoint_, dir_.filePath("no-preview"));
-        QVERIFY2(refused.first != 0 && refused.second.contains("preview decoder"),
-                 qPrintable(refused.second));
+        const auto [refused, message, no_row] = run(checkpoint_, "preview");
+        QVERIFY2(refused != 0 && message.contains("preview decoder"), qPrintable(message));
 
         const std::string with_preview = dir_.filePath("with-preview.safetensors").toStdString();
         auto net = model::load_loopy_checkpoint(checkpoint_);
         const auto preview = test::random_preview(net->config, 3);
         model::save_loopy_checkpoint(with_preview, *net, model::preview_decoder_metadata(*preview),
                                      model::preview_decoder_tensors(*preview));
-        const auto scored = run(with_preview, dir_.filePath("preview-report"));
-        QVERIFY2(scored.first == 0 && scored.second.contains("1 steps, preview decoder)"),
-                 qPrintable(scored.second));
-        auto model_row = [](const QString& report) {
-            std::ifstream csv(fs::path(report.toStdString()) / "metrics.csv");
-            for (std::string line; std::getline(csv, line);)
-                if (line.rfind("model,", 0) == 0) return line;
-            return std::string();
-        };
-        const auto full = model_row(dir_.filePath("cli-report"));
-        const auto previewed = model_row(dir_.filePath("preview-report"));
+        const auto [full_code, full_out, full] = run(with_preview, "full");
+        const auto [code, out, previewed] = run(with_preview, "preview");
+        QVERIFY2(full_code == 0 && code == 0 && out.contains("1 steps, preview decoder)"),
+                 qPrintable(out));
         QVERIFY2(!full.empty() && !previewed.empty() && full != previewed,
                  (full + " | " + previewed).c_str());
     }
