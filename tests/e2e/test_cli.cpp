@@ -4,25 +4,17 @@
 #include <QtTest>
 
 #include "core/checkpoint.h"
+#include "e2e/loopy_cli.h"
 #include "pipeline/tiny_model.h"
 
 namespace {
 
-struct Run {
-    int code = -1;
-    QString out;
-    QString err;
-};
+using Run = loopy::test::CliRun;
 
 Run run_program(const QString& program, const QStringList& args) {
-    QProcess p;
     QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
     env.insert("XDG_DATA_HOME", QDir::tempPath() + "/loopy-cli-test");
-    p.setProcessEnvironment(env);
-    p.start(program, args);
-    if (!p.waitForFinished(120000)) return {};
-    return {p.exitCode(), QString::fromUtf8(p.readAllStandardOutput()),
-            QString::fromUtf8(p.readAllStandardError())};
+    return loopy::test::run_program(program, args, 120000, env);
 }
 
 Run loopy_cli(const QStringList& args) {

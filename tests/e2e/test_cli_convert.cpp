@@ -5,22 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint.h"
+#include "e2e/loopy_cli.h"
 
 namespace {
 
-struct Run {
-    int code = -1;
-    QString out;
-    QString err;
-};
-
-Run loopy_cli(const QStringList& args) {
-    QProcess p;
-    p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", args);
-    if (!p.waitForFinished(120000)) return {};
-    return {p.exitCode(), QString::fromUtf8(p.readAllStandardOutput()),
-            QString::fromUtf8(p.readAllStandardError())};
-}
+using Run = loopy::test::CliRun;
+using loopy::test::loopy_cli;
 
 // A golden's weights and upstream config as a model folder.
 void golden_folder(const QString& dir, const std::string& golden, const std::string& file) {

@@ -1,6 +1,5 @@
 // `loopy eval` end to end: held-out synthetic clips scored for a random tiny model, with the
 // static and ground-truth baselines, and the report files.
-#include <QProcess>
 #include <QTemporaryDir>
 #include <QtTest>
 
@@ -8,6 +7,7 @@
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 
+#include "e2e/loopy_cli.h"
 #include "model/guidance.h"
 #include "model/loopy_model.h"
 #include "model/preview_decoder.h"
@@ -82,18 +82,16 @@ class EvalTest : public QObject {
     }
 
     void cliPrintsTheTable() {
-        QProcess p;
-        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy",
-                {"eval", "--checkpoint", checkpoint_.c_str(), "--data", data_.c_str(), "--report",
-                 dir_.filePath("cli-report"), "--steps", "1", "--max-clips", "1"});
-        QVERIFY(p.waitForFinished(600000));
-        const QString out = p.readAllStandardOutput();
-        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+        const auto r = test::loopy_cli(
+            {"eval", "--checkpoint", checkpoint_.c_str(), "--data", data_.c_str(), "--report",
+             dir_.filePath("cli-report"), "--steps", "1", "--max-clips", "1"},
+            600000);
+        QVERIFY2(r.code == 0, qPrintable(r.err));
         // The test checkpoint recommends no ratios: the method's, as the summary says.
         QVERIFY2(
-            out.contains("mouth-opening correlation r") &&
-                out.contains("(1 clips; guidance audio 5, reference 3, 1 steps, full decoder)"),
-            qPrintable(out));
+            r.out.contains("mouth-opening correlation r") &&
+                r.out.contains("(1 clips; guidance audio 5, reference 3, 1 steps, full decoder)"),
+            qPrintable(r.out));
     }
 
     // `eval --decoder preview` scores the frames as the live preview draws them: the model's row
@@ -102,43 +100,41 @@ class EvalTest : public QObject {
     void cliScoresThePreviewDecoder() {
         auto run = [&](const std::string& checkpoint, const char* decoder) {
             const QString report = dir_.filePath(QString("decoder-") + decoder);
-            QProcess p;
-            p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy",
-                    {"eval", "--checkpoint", checkpoint.c_str(), "--data", data_.c_str(),
-                     "--report", report, "--steps", "1", "--max-clips", "1", "--decoder", decoder});
-            p.waitForFinished(600000);
+            const auto r = test::loopy_cli(
+                {"eval", "--checkpoint", checkpoint.c_str(), "--data", data_.c_str(), "--report",
+                 report, "--steps", "1", "--max-clips", "1", "--decoder", decoder},
+                600000);
             std::string model_row;  // the model's metrics.csv line
             std::ifstream csv(fs::path(report.toStdString()) / "metrics.csv");
             for (std::string line; std::getline(csv, line);)
                 if (line.rfind("model,", 0) == 0) model_row = line;
-            return std::make_tuple(p.exitCode(),
-                                   QString(p.readAllStandardOutput()) + p.readAllStandardError(),
-                                   model_row);
+            return std::make_pair(r, model_row);
         };
-        const auto [refused, message, no_row] = run(checkpoint_, "preview");
-        QVERIFY2(refused != 0 && message.contains("preview decoder"), qPrintable(message));
+        const auto [refused, no_row] = run(checkpoint_, "preview");
+        QVERIFY2(refused.code != 0 && (refused.out + refused.err).contains("preview decoder"),
+                 qPrintable(refused.out + refused.err));
 
         const std::string with_preview = dir_.filePath("with-preview.safetensors").toStdString();
         auto net = model::load_loopy_checkpoint(checkpoint_);
         const auto preview = test::random_preview(net->config, 3);
         model::save_loopy_checkpoint(with_preview, *net, model::preview_decoder_metadata(*preview),
                                      model::preview_decoder_tensors(*preview));
-        const auto [full_code, full_out, full] = run(with_preview, "full");
-        const auto [code, out, previewed] = run(with_preview, "preview");
-        QVERIFY2(full_code == 0 && code == 0 && out.contains("1 steps, preview decoder)"),
-                 qPrintable(out));
+        const auto [full_run, full] = run(with_preview, "full");
+        const auto [preview_run, previewed] = run(with_preview, "preview");
+        QVERIFY2(full_run.code == 0 && preview_run.code == 0 &&
+                     preview_run.out.contains("1 steps, preview decoder)"),
+                 qPrintable(preview_run.out + preview_run.err));
         QVERIFY2(!full.empty() && !previewed.empty() && full != previewed,
                  (full + " | " + previewed).c_str());
     }
 
     // The tiny preset feeds the reference latent to the denoiser's conv_in; `info` says so.
     void cliInfoShowsTheReferencePath() {
-        QProcess p;
-        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy", {"info", checkpoint_.c_str()});
-        QVERIFY(p.waitForFinished(60000));
-        const QString out = p.readAllStandardOutput();
-        QVERIFY2(out.contains("reference:       attention bank + latent at the denoiser's conv_in"),
-                 qPrintable(out));
+        const auto r = test::loopy_cli({"info", checkpoint_.c_str()}, 60000);
+        QVERIFY(r.code >= 0);  // finished in time
+        QVERIFY2(
+            r.out.contains("reference:       attention bank + latent at the denoiser's conv_in"),
+            qPrintable(r.out));
     }
 
     // `train-vae --decoder-only --mouth-weight`: the encoder and the latent scale stay (a
@@ -149,15 +145,13 @@ class EvalTest : public QObject {
         model::save_loopy_checkpoint(tuned, *model::load_loopy_checkpoint(checkpoint_),
                                      model::guidance_metadata({7.0, 1.5}));
         const QString out = dir_.filePath("decoder-only.safetensors");
-        QProcess p;
-        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy",
-                {"train-vae",      "--init", tuned.c_str(), "--data",
-                 data_.c_str(),    "--out",  out,           "--decoder-only",
-                 "--mouth-weight", "4",      "--steps",     "2",
-                 "--batch",        "2",      "--lr",        "1e-3",
-                 "--seed",         "7",      "--threads",   "1"});
-        QVERIFY(p.waitForFinished(600000));
-        QVERIFY2(p.exitCode() == 0, p.readAllStandardError().constData());
+        const auto r = test::loopy_cli({"train-vae",      "--init", tuned.c_str(), "--data",
+                                        data_.c_str(),    "--out",  out,           "--decoder-only",
+                                        "--mouth-weight", "4",      "--steps",     "2",
+                                        "--batch",        "2",      "--lr",        "1e-3",
+                                        "--seed",         "7",      "--threads",   "1"},
+                                       600000);
+        QVERIFY2(r.code == 0, qPrintable(r.err));
         auto before = Model::load(checkpoint_);
         auto after = Model::load(out.toStdString());
         QVERIFY(after->recommended_guidance().has_value());
