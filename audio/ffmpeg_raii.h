@@ -1,6 +1,7 @@
 #pragma once
-// Owning smart pointers for FFmpeg objects, and FFmpeg error text. Header-only, so the Qt-free
-// video library can share it without linking loopy_audio.
+// Owning smart pointers for FFmpeg objects, FFmpeg error text, and what an encoder takes.
+// Header-only, so the Qt-free video library (and the tests) can share it without linking
+// loopy_audio.
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -54,5 +55,29 @@ inline PacketPtr make_packet() {
     if (!p) throw std::bad_alloc();
     return p;
 }
+
+// The sample rates (terminated by 0) and formats (by AV_SAMPLE_FMT_NONE) an encoder takes;
+// nullptr: any. FFmpeg 7.1 (libavcodec 61.13) answers through avcodec_get_supported_config and
+// deprecates the AVCodec fields that 5.1 offers.
+#if LIBAVCODEC_VERSION_INT >= AV_VERSION_INT(61, 13, 100)
+inline const void* encoder_config(const AVCodec* codec, AVCodecConfig config) {
+    const void* list = nullptr;
+    if (avcodec_get_supported_config(nullptr, codec, config, 0, &list, nullptr) < 0) return nullptr;
+    return list;
+}
+inline const int* encoder_sample_rates(const AVCodec* codec) {
+    return static_cast<const int*>(encoder_config(codec, AV_CODEC_CONFIG_SAMPLE_RATE));
+}
+inline const AVSampleFormat* encoder_sample_formats(const AVCodec* codec) {
+    return static_cast<const AVSampleFormat*>(encoder_config(codec, AV_CODEC_CONFIG_SAMPLE_FORMAT));
+}
+#else
+inline const int* encoder_sample_rates(const AVCodec* codec) {
+    return codec->supported_samplerates;
+}
+inline const AVSampleFormat* encoder_sample_formats(const AVCodec* codec) {
+    return codec->sample_fmts;
+}
+#endif
 
 }  // namespace loopy::ffmpeg

@@ -35,35 +35,11 @@ const AVCodec* find_h264_encoder() {
     return avcodec_find_encoder(AV_CODEC_ID_H264);  // a build without libx264
 }
 
-// What an encoder takes (nullptr: anything). FFmpeg 7.1 (libavcodec 61.13) answers through
-// avcodec_get_supported_config and deprecates the AVCodec fields that 5.1 offers.
-#if LIBAVCODEC_VERSION_INT >= AV_VERSION_INT(61, 13, 100)
-const void* supported_config(const AVCodec* codec, AVCodecConfig config) {
-    const void* list = nullptr;
-    if (avcodec_get_supported_config(nullptr, codec, config, 0, &list, nullptr) < 0) return nullptr;
-    return list;
-}
-const int* supported_rates(const AVCodec* codec) {
-    return static_cast<const int*>(supported_config(codec, AV_CODEC_CONFIG_SAMPLE_RATE));
-}
-const AVSampleFormat* supported_formats(const AVCodec* codec) {
-    return static_cast<const AVSampleFormat*>(
-        supported_config(codec, AV_CODEC_CONFIG_SAMPLE_FORMAT));
-}
-#else
-const int* supported_rates(const AVCodec* codec) {
-    return codec->supported_samplerates;
-}
-const AVSampleFormat* supported_formats(const AVCodec* codec) {
-    return codec->sample_fmts;
-}
-#endif
-
 // 48 kHz whatever the input: every player handles it, and AAC's padded last frame (up to 1023
 // samples, which decoders that ignore the MP4 edit list play) stays under half a 25 fps frame;
 // at 16 kHz it would be 64 ms, longer than a frame.
 int choose_aac_rate(const AVCodec* codec) {
-    const int* rates = supported_rates(codec);
+    const int* rates = ffmpeg::encoder_sample_rates(codec);
     if (!rates) return 48000;
     for (const int* r = rates; *r; ++r)
         if (*r == 48000) return 48000;
@@ -71,7 +47,7 @@ int choose_aac_rate(const AVCodec* codec) {
 }
 
 AVSampleFormat choose_float_format(const AVCodec* codec) {
-    const AVSampleFormat* formats = supported_formats(codec);
+    const AVSampleFormat* formats = ffmpeg::encoder_sample_formats(codec);
     if (!formats) return AV_SAMPLE_FMT_FLTP;
     for (const AVSampleFormat* f = formats; *f != AV_SAMPLE_FMT_NONE; ++f)
         if (*f == AV_SAMPLE_FMT_FLTP || *f == AV_SAMPLE_FMT_FLT) return *f;

@@ -11,6 +11,8 @@ extern "C" {
 #include <fstream>
 #include <stdexcept>
 
+#include "audio/ffmpeg_raii.h"
+
 namespace loopy::test {
 namespace {
 
@@ -71,7 +73,8 @@ void write_tone(const std::string& path, const char* encoder, const Tone& tone) 
     AVFormatContext* out = nullptr;
     check(avformat_alloc_output_context2(&out, nullptr, nullptr, path.c_str()), "output " + path);
     AVCodecContext* enc = avcodec_alloc_context3(codec);
-    enc->sample_fmt = codec->sample_fmts ? codec->sample_fmts[0] : AV_SAMPLE_FMT_S16;
+    const AVSampleFormat* formats = loopy::ffmpeg::encoder_sample_formats(codec);
+    enc->sample_fmt = formats ? formats[0] : AV_SAMPLE_FMT_S16;
     enc->sample_rate = tone.sample_rate;
     av_channel_layout_default(&enc->ch_layout, tone.channels);
     enc->time_base = AVRational{1, tone.sample_rate};
