@@ -1,6 +1,7 @@
 // The training core (model/training.h) on random batches with the micro network: condition-mask
 // statistics, which parameters each stage trains, bit-for-bit resume and EMA.
 #include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
 
 #include <QtTest>
 #include <cmath>
