@@ -2,9 +2,12 @@
 
 #include <QOpenGLTexture>
 
+#include "render/gl_driver.h"
+
 namespace loopy::render {
 
 FrameViewport::FrameViewport(QWidget* parent) : QOpenGLWidget(parent) {
+    isolate_gl_driver();  // before the window's first GL context
     setMinimumSize(256, 256);
     connect(this, &QOpenGLWidget::frameSwapped, this, &FrameViewport::onFrameSwapped);
 }

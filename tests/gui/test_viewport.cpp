@@ -1,10 +1,15 @@
 // The OpenGL frame viewport under Xvfb (Mesa software OpenGL): letterboxing, what reaches the
 // framebuffer, in-place texture updates and the "frame on screen" report live mode times with.
+// ctest runs it twice: as is, and with LOOPY_GL_DEEPBIND=1 (Mesa loaded by isolate_gl_driver).
+#include <dlfcn.h>
+
 #include <QtTest>
 
 #include <QOpenGLContext>
+#include <cstring>
 
 #include "render/frame_viewport.h"
+#include "render/gl_driver.h"
 
 using loopy::render::FrameViewport;
 
@@ -45,6 +50,24 @@ int compare_texel_centres(const QImage& grabbed, const QImage& src, int toleranc
 class ViewportTest : public QObject {
     Q_OBJECT
   private Q_SLOTS:
+    // The binding the viewport chose before its first context; every case below draws with it.
+    void glDriverIsBoundAsAsked() {
+        FrameViewport view;
+        const auto binding = loopy::render::isolate_gl_driver();
+        const char* env = std::getenv("LOOPY_GL_DEEPBIND");
+        if (env && std::strcmp(env, "1") == 0) {
+#if defined(__SANITIZE_ADDRESS__)
+            QSKIP("ASan builds never deep-bind");
+#endif
+            QCOMPARE(binding, loopy::render::GlDriverBinding::DeepBound);
+            QVERIFY(dlopen("libGLX_mesa.so.0", RTLD_LAZY | RTLD_NOLOAD) != nullptr);
+        } else {
+            QCOMPARE(binding, loopy::render::llvm_c_api_is_global()
+                                  ? loopy::render::GlDriverBinding::DeepBound
+                                  : loopy::render::GlDriverBinding::Default);
+        }
+    }
+
     void letterboxKeepsAspect() {
         QCOMPARE(FrameViewport::letterbox({100, 50}, {400, 400}), QRect(0, 100, 400, 200));
         QCOMPARE(FrameViewport::letterbox({50, 100}, {400, 400}), QRect(100, 0, 200, 400));
