@@ -49,7 +49,9 @@ int collect(short* wav, int count, espeak_EVENT* events) {
         const std::int64_t at =
             e->sample > 0 ? e->sample
                           : static_cast<std::int64_t>(e->audio_position) * espeak_rate / 1000;
-        out->phonemes.push_back({name[0] ? name : "_", at, at, 0});
+        Phoneme p = phoneme_from_event_name(name);
+        p.start = p.end = at;
+        out->phonemes.push_back(std::move(p));
     }
     if (wav && count > 0) out->pcm.insert(out->pcm.end(), wav, wav + count);
     return 0;  // 0: go on synthesising
@@ -124,7 +126,7 @@ void attach_stress(std::vector<Phoneme>& events, const std::vector<MarkedPhoneme
         if (e.is_pause()) continue;
         for (size_t look = j; look < std::min(marked.size(), j + 4); ++look) {
             if (marked[look].name == e.name) {
-                e.stress = marked[look].stress;
+                e.stress = std::max(e.stress, marked[look].stress);
                 j = look + 1;
                 break;
             }
@@ -319,6 +321,15 @@ RawSpeech speak_in_child(const SpeechOptions& options) {
 }
 
 }  // namespace
+
+Phoneme phoneme_from_event_name(const std::string& name) {
+    Phoneme p;
+    std::size_t i = 0;
+    for (; i < name.size() && (name[i] == '\'' || name[i] == ','); ++i)
+        p.stress = std::max(p.stress, name[i] == '\'' ? 2 : 1);
+    p.name = i < name.size() ? name.substr(i) : "_";
+    return p;
+}
 
 Speech synthesize_speech(const SpeechOptions& options) {
     RawSpeech raw;

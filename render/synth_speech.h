@@ -42,6 +42,10 @@ struct Speech {
     double seconds() const { return static_cast<double>(samples.size()) / kSpeechSampleRate; }
 };
 
+// A phoneme event's name from espeak-ng, as name and stress (start and end left 0): espeak-ng 1.52
+// puts the stress mark in front of the mnemonic ("'oU"), 1.51 leaves it out. Empty: a pause "_".
+Phoneme phoneme_from_event_name(const std::string& name);
+
 // The built-in sentences (a few dozen) that random_speech_options() combines.
 const std::vector<std::string>& sentence_bank();
 
