@@ -27,6 +27,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/torch_compat.h"
 
 namespace loopy::model {
 
@@ -139,6 +140,11 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const DistributedOptions& o) {
     store.numWorkers = static_cast<std::size_t>(o.world_size);
     store.waitWorkers = true;  // the server returns once every rank has connected
     store.timeout = o.timeout;
+#if LOOPY_TORCH_AT_LEAST(2, 4)
+    // LibTorch 2.4 made the libuv backend the default, but not every build has libuv (Debian
+    // trixie's 2.6 has not: every rendezvous failed). The classic backend serves a few processes.
+    store.useLibUV = false;
+#endif
     return c10::make_intrusive<c10d::TCPStore>(o.master_addr, store);
 }
 
