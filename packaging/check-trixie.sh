@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs .ci/run (the README's set-up and test commands) for this commit on Debian trixie, inside a
 # chroot: LibTorch 2.6 (where the engine takes its LibTorch >= 2.0 paths, SDPA among them), Qt 6.8,
-# FFmpeg 7.1, GCC 14. Not part of CI (it downloads about 1.5 GB and builds for over an hour on 2
-# cores); run it as root after changes to core/torch_compat.h or to FFmpeg, Qt or LibTorch calls.
+# FFmpeg 7.1, GCC 14. Not part of CI (the first run downloads about 0.6 GB, takes 3.4 GB of disk and
+# builds for about 40 minutes on 2 cores); run it as root after changes to core/torch_compat.h or to
+# FFmpeg, Qt or LibTorch calls.
 #   packaging/check-trixie.sh [CHROOT_DIR]   (default /var/tmp/loopy-trixie; kept and reused)
 set -euo pipefail
 cd "$(dirname "$0")/.."
