@@ -87,6 +87,11 @@ struct MarkedPhoneme {
     int stress = 0;
 };
 
+// espeak's stress marks: ' primary (2), , secondary (1); 0 for any other character.
+int stress_mark(char c) {
+    return c == '\'' ? 2 : c == ',' ? 1 : 0;
+}
+
 std::vector<MarkedPhoneme> stressed_phonemes(const std::string& text) {
     std::vector<MarkedPhoneme> out;
     const void* cursor = text.c_str();
@@ -97,10 +102,8 @@ std::vector<MarkedPhoneme> stressed_phonemes(const std::string& text) {
         auto flush = [&] {
             MarkedPhoneme m;
             for (char ch : token) {
-                if (ch == '\'')
-                    m.stress = 2;
-                else if (ch == ',')
-                    m.stress = std::max(m.stress, 1);
+                if (const int stress = stress_mark(ch))
+                    m.stress = std::max(m.stress, stress);
                 else if (std::isalnum(static_cast<unsigned char>(ch)) || std::strchr("@#:&_", ch))
                     m.name += ch;
             }
@@ -325,8 +328,8 @@ RawSpeech speak_in_child(const SpeechOptions& options) {
 Phoneme phoneme_from_event_name(const std::string& name) {
     Phoneme p;
     std::size_t i = 0;
-    for (; i < name.size() && (name[i] == '\'' || name[i] == ','); ++i)
-        p.stress = std::max(p.stress, name[i] == '\'' ? 2 : 1);
+    for (; i < name.size() && stress_mark(name[i]) > 0; ++i)
+        p.stress = std::max(p.stress, stress_mark(name[i]));
     p.name = i < name.size() ? name.substr(i) : "_";
     return p;
 }
