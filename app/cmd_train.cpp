@@ -155,9 +155,9 @@ int run_train(const TrainArgs& a) {
     model::Trainer trainer(net, options);
     if (main_rank) warn_if_masks_differ(trainer.options().masks);
     // A resumed run's own model holds what its --init (or --reuse-from) had.
-    const std::string preview_source =
+    const std::string unchanged_source =
         a.resume ? model_path : (a.init.empty() ? a.reuse_from : a.init);
-    if (main_rank && !preview_source.empty()) trainer.keep_preview_decoder(preview_source);
+    if (main_rank && !unchanged_source.empty()) trainer.keep_unchanged_parts(unchanged_source);
     const int64_t global_batch = a.batch * trainer.world_size();
     int64_t samples = a.resume ? trainer.resume(a.out) : 0;
     if (samples != trainer.steps_done() * global_batch)

@@ -100,15 +100,19 @@ LoopyConfig read_loopy_config(const std::string& path) {
     return loopy_config_from_metadata(safetensors::File::open(path).header.metadata, path);
 }
 
-void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
-                           const Metadata& extra_metadata, const TensorMap& extra_tensors) {
+Metadata loopy_checkpoint_metadata(const LoopyModelImpl& model, const Metadata& extra_metadata) {
     auto metadata = loopy_metadata(model.config);
     metadata[kPredictionTypeKey] = model.prediction_type;
     for (const auto& [key, value] : extra_metadata)
         if (!metadata.count(key)) metadata[key] = value;
+    return metadata;
+}
+
+void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,
+                           const Metadata& extra_metadata, const TensorMap& extra_tensors) {
     auto tensors = state_dict(model);
     tensors.insert(extra_tensors.begin(), extra_tensors.end());
-    save_safetensors(path, tensors, metadata);
+    save_safetensors(path, tensors, loopy_checkpoint_metadata(model, extra_metadata));
 }
 
 LoopyModel load_loopy_checkpoint(const std::string& path) {

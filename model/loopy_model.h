@@ -64,6 +64,10 @@ LoopyConfig loopy_config_from_metadata(const Metadata& metadata, const std::stri
 // Reads only the header of `path`.
 LoopyConfig read_loopy_config(const std::string& path);
 
+// What save_loopy_checkpoint writes as metadata: loopy_metadata, the prediction type, then
+// `extra_metadata` where it does not override those.
+Metadata loopy_checkpoint_metadata(const LoopyModelImpl& model,
+                                   const Metadata& extra_metadata = {});
 // Atomic write of every parameter and buffer (float32 unless the model is in another dtype), plus
 // `extra_tensors` (the optional preview decoder, model/preview_decoder.h).
 void save_loopy_checkpoint(const std::string& path, LoopyModelImpl& model,

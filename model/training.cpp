@@ -508,18 +508,27 @@ void Trainer::save(const std::string& dir, int64_t samples_seen) const {
             state["ema." + params[i].first] = ema_[i];
         }
         tensors.insert(kept_tensors_.begin(), kept_tensors_.end());
-        auto ema_meta = loopy_metadata(model.config);
-        ema_meta.insert(model_meta.begin(), model_meta.end());
-        save_safetensors((fs::path(dir) / kTrainEmaFile).string(), tensors, ema_meta);
+        // The same metadata as the model file: without the prediction type a v-prediction
+        // run's EMA model would be sampled as an epsilon model.
+        save_safetensors((fs::path(dir) / kTrainEmaFile).string(), tensors,
+                         loopy_checkpoint_metadata(model, model_meta));
     }
     save_safetensors((fs::path(dir) / kTrainStateFile).string(), state, meta);
 }
 
-void Trainer::keep_preview_decoder(const std::string& checkpoint) {
-    if (!has_preview_decoder(checkpoint)) return;
-    const auto preview = load_preview_decoder(checkpoint);
-    kept_tensors_ = preview_decoder_tensors(*preview);
-    kept_metadata_ = preview_decoder_metadata(*preview);
+void Trainer::keep_unchanged_parts(const std::string& checkpoint) {
+    const bool preview = has_preview_decoder(checkpoint);
+    const auto record = safetensors::File::open(checkpoint).header.metadata;
+    kept_tensors_.clear();
+    kept_metadata_.clear();
+    std::vector<std::string> keys = {"loopy.train.vae_steps"};
+    if (preview) keys.push_back("loopy.train.preview_steps");
+    for (const auto& key : keys)
+        if (const auto it = record.find(key); it != record.end()) kept_metadata_.insert(*it);
+    if (!preview) return;
+    const auto decoder = load_preview_decoder(checkpoint);
+    kept_tensors_ = preview_decoder_tensors(*decoder);
+    kept_metadata_.merge(preview_decoder_metadata(*decoder));
 }
 
 void reuse_pretrained_parts(LoopyModelImpl& net, const std::string& checkpoint) {
@@ -580,7 +589,7 @@ int64_t Trainer::load_run(const std::string& dir) {
     if (loopy_config_from_metadata(model_meta, model_path).to_json() != model_->config.to_json())
         throw Error(model_path + ": its config differs from the model being trained");
 
-    // The preview decoder it keeps is not the network's (keep_preview_decoder reads it).
+    // The preview decoder it keeps is not the network's (keep_unchanged_parts reads it).
     load_state_dict(*model_, tensors, {"", true, {kPreviewDecoderPrefix}}, model_path);
     optimizer_.load_state(state);
     const auto& params = optimizer_.params();

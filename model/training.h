@@ -221,10 +221,12 @@ class Trainer {
     // files disagree (a save interrupted between files) or the options differ in stage or seed.
     // Distributed: a collective; rank 0 reads the files and sends the state to the others.
     int64_t resume(const std::string& dir);
-    // The preview decoder of `checkpoint` (if it holds one) goes into every model save() writes:
-    // training never changes the VAE it was distilled from, so it stays valid, and a model
-    // fine-tuned from the demo keeps its fast preview. Throws if its tensors are malformed.
-    void keep_preview_decoder(const std::string& checkpoint);
+    // What training never changes, from `checkpoint` (the run's --init or --reuse-from) into every
+    // model save() writes: its preview decoder, if it holds one (distilled from the VAE, which
+    // training leaves as it is, so it stays valid and a model fine-tuned from the demo keeps its
+    // fast preview), and the training record of both (loopy.train.vae_steps, .preview_steps).
+    // Throws if the preview decoder's tensors are malformed.
+    void keep_unchanged_parts(const std::string& checkpoint);
 
   private:
     std::vector<at::Generator> item_generators(int64_t first_item, int64_t count) const;
@@ -239,7 +241,7 @@ class Trainer {
     AdamW optimizer_;
     std::vector<torch::Tensor> ema_;  // shadows of optimizer_.params() (empty: no EMA)
     int64_t step_ = 0;
-    TensorMap kept_tensors_;  // keep_preview_decoder(): written unchanged into every model
+    TensorMap kept_tensors_;  // keep_unchanged_parts(): written unchanged into every model
     Metadata kept_metadata_;
 };
 

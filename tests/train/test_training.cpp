@@ -9,6 +9,7 @@
 #include <map>
 #include <tuple>
 
+#include "core/safetensors.h"
 #include "model/preview_decoder.h"
 #include "model/training.h"
 #include "model/vae_training.h"
@@ -51,6 +52,12 @@ model::TrainerOptions fast_options(TrainStage stage) {
     o.lr = 1e-3;
     o.seed = 11;
     return o;
+}
+
+std::string metadata_value(const std::string& path, const std::string& key) {
+    const auto meta = safetensors::File::open(path).header.metadata;
+    const auto it = meta.find(key);
+    return it == meta.end() ? "(absent)" : it->second;
 }
 
 QString temp_dir(const char* name) {
@@ -187,9 +194,38 @@ class TrainingTest : public QObject {
         std::filesystem::remove_all(dir);
     }
 
+    // The EMA model is the run's model with the averaged weights: the same metadata (a
+    // v-prediction run's EMA model must be sampled as one) and, after one step at decay 0.5, the
+    // mean of the start and trained weights.
+    void emaModelIsTheModelWithAveragedWeights() {
+        const auto config = test::micro_config();
+        const auto dir = temp_dir("ema").toStdString();
+        auto opts = fast_options(TrainStage::Video);
+        opts.v_prediction = true;
+        opts.ema_decay = 0.5;
+        model::Trainer trainer(test::random_network(config), opts);
+        const auto before = snapshot(trainer.model());
+        trainer.step(random_batch(config, 2, 7));
+        trainer.save(dir, 1);
+        Metadata model_meta, ema_meta;
+        load_safetensors(dir + "/" + model::kTrainModelFile, &model_meta);
+        load_safetensors(dir + "/" + model::kTrainEmaFile, &ema_meta);
+        for (const auto& [key, value] : model_meta)
+            QVERIFY2(ema_meta.count(key) && ema_meta.at(key) == value, key.c_str());
+        QCOMPARE(ema_meta.size(), model_meta.size());
+        auto ema = model::load_loopy_checkpoint(dir + "/" + model::kTrainEmaFile);
+        QCOMPARE(ema->prediction_type, std::string("v_prediction"));
+        const auto after = snapshot(trainer.model()), averaged = snapshot(*ema);
+        const std::string name = "audio_proj.proj1.weight";  // trained in stage 2
+        QVERIFY(!torch::equal(after.at(name), before.at(name)));
+        QVERIFY(
+            torch::allclose(averaged.at(name), (before.at(name) + after.at(name)) / 2, 1e-5, 1e-7));
+        std::filesystem::remove_all(dir);
+    }
+
     // loopy train never changes the VAE, so the --init checkpoint's preview decoder goes into
-    // every model the run writes (model and EMA), bit for bit, also after --resume; none is made
-    // up when it has none.
+    // every model the run writes (model and EMA), bit for bit, also after --resume, with the
+    // training record of both; none is made up when it has none.
     void savesKeepTheInitsPreviewDecoder() {
         const auto config = test::micro_config();
         const auto dir = temp_dir("preview").toStdString();
@@ -198,18 +234,21 @@ class TrainingTest : public QObject {
         auto net = test::random_network(config);
         torch::manual_seed(5);
         model::PreviewDecoder preview(model::preview_decoder_options(config));
-        model::save_loopy_checkpoint(with, *net, model::preview_decoder_metadata(*preview),
-                                     model::preview_decoder_tensors(*preview));
-        model::save_loopy_checkpoint(without, *net);
+        auto record = model::preview_decoder_metadata(*preview);
+        record.insert({{"loopy.train.vae_steps", "123"}, {"loopy.train.preview_steps", "45"}});
+        model::save_loopy_checkpoint(with, *net, record, model::preview_decoder_tensors(*preview));
+        model::save_loopy_checkpoint(without, *net,
+                                     {{"loopy.train.vae_steps", "67"},
+                                      {"loopy.train.preview_steps", "89"}});  // a stale record
         auto opts = fast_options(TrainStage::Video);
         opts.ema_decay = 0.9;
         model::Trainer trainer(net, opts);
-        trainer.keep_preview_decoder(with);
+        trainer.keep_unchanged_parts(with);
         trainer.save(dir + "/run", 0);
         // A resumed run reads its own model, preview decoder and all, and keeps it.
         model::Trainer resumed(test::random_network(config), opts);
         resumed.resume(dir + "/run");
-        resumed.keep_preview_decoder(dir + "/run/" + model::kTrainModelFile);
+        resumed.keep_unchanged_parts(dir + "/run/" + model::kTrainModelFile);
         resumed.save(dir + "/run", 0);
         const auto expected = model::preview_decoder_tensors(*preview);
         for (const char* file : {model::kTrainModelFile, model::kTrainEmaFile}) {
@@ -219,11 +258,16 @@ class TrainingTest : public QObject {
             QCOMPARE(kept.size(), expected.size());
             for (const auto& [name, tensor] : expected)
                 QVERIFY2(kept.count(name) && torch::equal(kept.at(name), tensor), name.c_str());
+            QCOMPARE(metadata_value(path, "loopy.train.vae_steps"), std::string("123"));
+            QCOMPARE(metadata_value(path, "loopy.train.preview_steps"), std::string("45"));
         }
         model::Trainer plain(test::random_network(config), opts);
-        plain.keep_preview_decoder(without);
+        plain.keep_unchanged_parts(without);
         plain.save(dir + "/plain", 0);
         QVERIFY(!model::has_preview_decoder(dir + "/plain/" + model::kTrainModelFile));
+        const auto plain_model = dir + "/plain/" + model::kTrainModelFile;
+        QCOMPARE(metadata_value(plain_model, "loopy.train.vae_steps"), std::string("67"));
+        QCOMPARE(metadata_value(plain_model, "loopy.train.preview_steps"), std::string("(absent)"));
         std::filesystem::remove_all(dir);
     }
 
