@@ -264,8 +264,8 @@ class TrainingTest : public QObject {
         model::Trainer plain(test::random_network(config), opts);
         plain.keep_unchanged_parts(without);
         plain.save(dir + "/plain", 0);
-        QVERIFY(!model::has_preview_decoder(dir + "/plain/" + model::kTrainModelFile));
         const auto plain_model = dir + "/plain/" + model::kTrainModelFile;
+        QVERIFY(!model::has_preview_decoder(plain_model));
         QCOMPARE(metadata_value(plain_model, "loopy.train.vae_steps"), std::string("67"));
         QCOMPARE(metadata_value(plain_model, "loopy.train.preview_steps"), std::string("(absent)"));
         std::filesystem::remove_all(dir);
