@@ -15,6 +15,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QSettings>
 #include <QSignalBlocker>
 #include <QSlider>
@@ -104,6 +105,34 @@ MainWindow::~MainWindow() {
 
 // --- layout ---
 
+namespace {
+
+// The controls' column scrolls only vertically: it is at least as wide as its widest row, which
+// changes with the checkpoint (the decoder row, the model's recommended ratios). A plain
+// QScrollArea keeps its own minimum width, and the rows it cut off were reached by scrolling
+// sideways.
+class ControlsScrollArea : public QScrollArea {
+  public:
+    using QScrollArea::QScrollArea;
+
+    QSize minimumSizeHint() const override {
+        QSize hint = QScrollArea::minimumSizeHint();
+        if (const QWidget* content = widget())
+            hint.setWidth(content->minimumSizeHint().width() +
+                          verticalScrollBar()->sizeHint().width() + 2 * frameWidth());
+        return hint;
+    }
+
+  protected:
+    bool eventFilter(QObject* watched, QEvent* event) override {
+        // The content's layout changed: the splitter must read the new minimum width.
+        if (watched == widget() && event->type() == QEvent::LayoutRequest) updateGeometry();
+        return QScrollArea::eventFilter(watched, event);
+    }
+};
+
+}  // namespace
+
 QWidget* MainWindow::buildViewer() {
     auto* viewer = new QWidget(this);
     auto* column = new QVBoxLayout(viewer);
@@ -153,10 +182,11 @@ QWidget* MainWindow::buildControls() {
     column->addWidget(error_label_);
     column->addStretch(1);
 
-    auto* scroll = new QScrollArea(this);
+    auto* scroll = new ControlsScrollArea(this);
+    scroll->setObjectName(QStringLiteral("controlsScroll"));
     scroll->setWidget(panel);
     scroll->setWidgetResizable(true);
-    scroll->setMinimumWidth(380);
+    scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
     return scroll;
 }
 

@@ -10,6 +10,7 @@
 #include <QMimeData>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QScrollArea>
 #include <QSettings>
 #include <QSlider>
 #include <QSpinBox>
@@ -307,6 +308,32 @@ class StudioTest : public QObject {
         QCOMPARE(g->referenceRatio(), 2.5);
         w->modelPanel()->setCheckpoint(checkpoint_);
         QVERIFY(use->isHidden());
+    }
+
+    // At the default window size the controls need no sideways scrolling, also with their widest
+    // rows (a checkpoint with a preview decoder and recommended ratios, like the demo model).
+    void controlsFitTheirColumn() {
+        const QString widest = dir_.filePath("tiny64-widest.safetensors");
+        auto net = loopy::test::random_network(loopy::test::tiny_config(64));
+        loopy::model::PreviewDecoder preview(loopy::model::preview_decoder_options(net->config));
+        auto metadata = loopy::model::preview_decoder_metadata(*preview);
+        metadata.merge(loopy::model::guidance_metadata({12.5, 2.5}));
+        loopy::model::save_loopy_checkpoint(widest.toStdString(), *net, metadata,
+                                            loopy::model::preview_decoder_tensors(*preview));
+        auto w = make_window(false);
+        w->modelPanel()->setCheckpoint(widest);
+        QVERIFY(!child<QPushButton>(w->guidancePanel(), "useRecommendationButton")->isHidden());
+        QVERIFY(child<QComboBox>(w->guidancePanel(), "decoderCombo")->isEnabled());
+        const auto* scroll = child<QScrollArea>(w.get(), "controlsScroll");
+        QVERIFY(scroll);
+        const QWidget* controls = scroll->widget();
+        // Layout changes arrive as posted events.
+        QTRY_VERIFY2(controls->width() <= scroll->viewport()->width(),
+                     qPrintable(QStringLiteral("controls %1 px wide (%2 needed), column %3 px")
+                                    .arg(controls->width())
+                                    .arg(controls->minimumSizeHint().width())
+                                    .arg(scroll->viewport()->width())));
+        QVERIFY(controls->width() >= controls->minimumSizeHint().width());
     }
 
     // On a first start (no saved ratios) the model's recommendation is where the ratios start;
