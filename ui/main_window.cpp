@@ -543,7 +543,11 @@ void MainWindow::onGenerationFinished(const RunReport& report) {
     if (report.cancelled) {
         showStatus(tr("Cancelled after %1 frames").arg(report.frames));
         eta_->setText(tr("Cancelled"));
+        logger()->info("generation cancelled after {} frames", report.frames);
     } else {
+        logger()->info("generated {} frames ({:.2f} s of video) in {:.1f} s, {:.3f}x real time",
+                       report.frames, report.video_seconds, report.wall_seconds,
+                       report.realTimeFactor());
         progress_->setValue(kProgressTicks);
         eta_->setText(tr("Done"));
         showStatus(tr("Generated %1 frames (%2 s of video) in %3 s: %4x real time")

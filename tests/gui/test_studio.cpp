@@ -430,6 +430,8 @@ class StudioTest : public QObject {
         QCOMPARE(session_settings(w->engineWorker()).steps, 2);
         const auto* bar = child<QProgressBar>(w.get(), "progressBar");
         QCOMPARE(bar->value(), bar->maximum());
+        QVERIFY2(w->logPanel()->text().contains("generated 25 frames (1.00 s of video)"),
+                 qPrintable(w->logPanel()->text().right(600)));
 
         // What the viewport draws is the last generated frame, scaled to fit.
         const QImage last = w->lastGeneratedFrame();
