@@ -1,6 +1,9 @@
 // `loopy render [--checkpoint C] --portrait P --audio A --out O.mp4 [...]`: a talking-portrait MP4.
 // Without --checkpoint it uses the bundled demo model (core/resources.h).
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "app/commands.h"
@@ -22,9 +25,22 @@ struct RenderArgs {
     GuidanceOptions guidance;  // given or not: the checkpoint's recommendation fills in
 };
 
+// Players and file managers know an MP4 by these extensions.
+bool named_as_mp4(const std::string& path) {
+    std::string ext = std::filesystem::path(path).extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return ext == ".mp4" || ext == ".m4v" || ext == ".mov";
+}
+
 int run_render(RenderArgs& args) {
     // Cheap checks first: a typo in --out should not cost a model load.
     render::check_output_path(args.job.out, args.job.overwrite);
+    if (!named_as_mp4(args.job.out))
+        logger()->warn(
+            "{}: written as MP4 (H.264 + AAC) whatever its name; name it .mp4 so that "
+            "players recognise it",
+            args.job.out);
     args.job.settings.validate();
     if (!args.crop.empty()) {
         if (args.crop.size() != 3) throw Error("--crop takes X Y SIZE");

@@ -351,6 +351,20 @@ class RenderTest : public QObject {
         QCOMPARE(read_bytes(out.toStdString()), before);
     }
 
+    // Another extension still gets an MP4, with a warning that says so.
+    void cliWarnsWhenTheNameIsNotMp4() {
+        const QString out = dir_.filePath("clip.txt");
+        QProcess p;
+        p.start(QString(LOOPY_BINARY_DIR) + "/app/loopy",
+                {"render", "--checkpoint", checkpoint_.c_str(), "--portrait", portrait_.c_str(),
+                 "--audio", speech_.c_str(), "--out", out, "--steps", "1"});
+        QVERIFY(p.waitForFinished(300000));
+        const QString stderr_text = p.readAllStandardError();
+        QVERIFY2(p.exitCode() == 0, qPrintable(stderr_text));
+        QVERIFY2(stderr_text.contains("clip.txt: written as MP4"), qPrintable(stderr_text));
+        QCOMPARE(render::probe_video(out.toStdString()).video_codec, std::string("h264"));
+    }
+
     void tenMinutesOfAudioStreamInBoundedMemory() {
         // A micro network, one DDIM step, one guidance pass and 0.2 s of audio context: the
         // length is tested here, not the model.
