@@ -41,6 +41,6 @@ until grep -q '\] generated [0-9]* frames' "$log" 2>/dev/null; do
 done
 grep -o 'generated [0-9]* frames.*' "$log"
 sleep 1  # the last frame reaches the viewport
-xwd -root -silent | xwdtopnm 2>/dev/null | pnmcut -width 1180 -height 760 | pnmtopng >"$tmp/shot.png"
+xwd -id "$window" -silent | xwdtopnm 2>/dev/null | pnmtopng >"$tmp/shot.png"  # the window alone
 mv "$tmp/shot.png" "$out"
 echo "wrote $out"
